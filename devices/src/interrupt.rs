@@ -1,0 +1,56 @@
+//! Interrupt delivery as devices see it.
+//!
+//! Devices never talk to KVM. A device that raises message-signalled
+//! interrupts gets an [`MsiVectors`] from the VMM: each vector has an eventfd
+//! which, when the vector is enabled, is a KVM irqfd routed to the MSI message
+//! the guest programmed. VFIO hands those eventfds straight to the kernel, so
+//! a passthrough device's interrupts never reach vfvm's userspace.
+
+use std::io;
+
+use vmm_sys_util::eventfd::EventFd;
+
+/// An MSI message as programmed by the guest (MSI capability or MSI-X entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MsiMessage {
+    /// Message address (the LAPIC window, 0xFEExxxxx, on x86).
+    pub address: u64,
+    /// Message data (vector and delivery mode).
+    pub data: u32,
+}
+
+/// A group of MSI vectors owned by one device.
+pub trait MsiVectors: Send + Sync {
+    /// The number of vectors in the group.
+    fn len(&self) -> usize;
+    /// Whether the group has no vectors.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Routes `vector` to `msg`. Takes effect for the next interrupt.
+    fn set_route(&self, vector: usize, msg: MsiMessage) -> io::Result<()>;
+    /// Connects (`true`) or disconnects (`false`) the vector's eventfd from
+    /// the guest. A signal that arrives while disconnected stays pending in
+    /// the eventfd and is delivered when the vector is connected again.
+    fn set_enabled(&self, vector: usize, enabled: bool) -> io::Result<()>;
+    /// The eventfd that raises `vector`.
+    fn notifier(&self, vector: usize) -> Option<&EventFd>;
+    /// Raises `vector` from userspace.
+    fn trigger(&self, vector: usize) -> io::Result<()> {
+        self.notifier(vector)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?
+            .write(1)
+    }
+}
+
+/// An edge-triggered legacy interrupt line: an eventfd the VMM registers as
+/// an irqfd on an IOAPIC pin.
+pub struct IrqLine(pub EventFd);
+
+impl vm_superio::Trigger for IrqLine {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
