@@ -128,7 +128,7 @@ impl Msix {
 
     /// A write at `offset` in the vector table (4- or 8-byte accesses).
     pub fn write_table(&mut self, offset: u64, data: &[u8]) {
-        if offset % 4 != 0 || data.len() % 4 != 0 {
+        if !offset.is_multiple_of(4) || !data.len().is_multiple_of(4) {
             warn!("msix: ignoring unaligned table write at {offset:#x}");
             return;
         }

@@ -69,7 +69,7 @@ impl PciRoot {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .read_config(reg);
-        if reg == 3 && devfn % FUNCTIONS == 0 && self.has_other_functions(devfn) {
+        if reg == 3 && devfn.is_multiple_of(FUNCTIONS) && self.has_other_functions(devfn) {
             v |= HEADER_MULTI_FUNCTION;
         }
         v
@@ -140,7 +140,7 @@ impl ConfigIo {
     fn target(&self) -> Option<(usize, usize)> {
         let enabled = self.address & 0x8000_0000 != 0;
         let bus = (self.address >> 16) & 0xff;
-        (enabled && bus == 0).then(|| {
+        (enabled && bus == 0).then_some({
             (
                 ((self.address >> 8) & 0xff) as usize,
                 ((self.address >> 2) & 0x3f) as usize,
