@@ -54,3 +54,10 @@ impl vm_superio::Trigger for IrqLine {
         self.0.write(1)
     }
 }
+
+/// Hands out MSI vector groups; implemented by the VMM over KVM.
+pub trait InterruptManager: Send + Sync {
+    /// A group of `count` vectors for one device, each initially routed
+    /// nowhere and disconnected.
+    fn msi_vectors(&self, count: usize) -> io::Result<std::sync::Arc<dyn MsiVectors>>;
+}
