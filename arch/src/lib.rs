@@ -18,3 +18,4 @@
 
 pub mod e820;
 pub mod layout;
+pub mod regs;
