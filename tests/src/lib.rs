@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 /// The guest memory above which the emulated igb PF stops serving its VFs.
 const IGB_MAX_MEMORY_MIB: u32 = 2048;
+/// AMD with nested paging, minus what TCG lacks anyway (QEMU would warn).
+const CPU: &str = "EPYC,+svm,+npt,-fxsr-opt,-misalignsse,-osvw,-topoext,-nrip-save,-xsavec";
 /// What a kernel prints when it panics: the run fails as soon as it shows.
 const PANIC: &str = "Kernel panic - not syncing";
 /// How long to keep reading the console after a panic, for its backtrace.
@@ -49,6 +51,7 @@ pub struct Testbed {
     files: Vec<(String, Vec<u8>)>,
     scenario: String,
     timeout: Duration,
+    echo: bool,
 }
 
 impl Default for Testbed {
@@ -58,7 +61,8 @@ impl Default for Testbed {
 }
 
 impl Testbed {
-    /// 2048 MiB, igb NIC, no QEMU layer, empty scenario, 300 s timeout.
+    /// 2048 MiB, igb NIC, no QEMU layer, empty scenario, 300 s timeout;
+    /// echo if the environment has `VFVM_TESTBED_ECHO`.
     pub fn new() -> Self {
         Testbed {
             memory_mib: IGB_MAX_MEMORY_MIB,
@@ -68,6 +72,7 @@ impl Testbed {
             files: Vec::new(),
             scenario: String::new(),
             timeout: Duration::from_secs(300),
+            echo: std::env::var_os("VFVM_TESTBED_ECHO").is_some(),
         }
     }
 
@@ -118,6 +123,13 @@ impl Testbed {
         self
     }
 
+    /// Whether to copy the console to stderr as it comes (libtest captures
+    /// it unless `--nocapture`).
+    pub fn echo(mut self, on: bool) -> Self {
+        self.echo = on;
+        self
+    }
+
     /// Boots the emulated host, runs the scenario and powers off. Fails if
     /// the scenario exits non-zero, a kernel panics, or the time runs out.
     pub fn run(self) -> Result<Run, Error> {
@@ -164,46 +176,20 @@ impl Testbed {
     }
 
     fn qemu_args(&self, initrd: &Path) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "-machine",
-            "q35",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "EPYC,+svm,+npt",
-            "-smp",
-            "2",
-            "-device",
-            "intel-iommu,intremap=on",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ]
-        .map(String::from)
-        .into();
-        args.extend(["-m".into(), self.memory_mib.to_string()]);
+        let mut args = format!(
+            "-machine q35 -accel tcg -cpu {CPU} -smp 2 -m {} -device intel-iommu,intremap=on \
+             -nodefaults -no-user-config -display none -serial stdio -no-reboot",
+            self.memory_mib
+        );
         if self.igb {
             // Only a hubport netdev: all traffic stays inside the emulated NIC.
-            args.extend(
-                [
-                    "-device",
-                    "pcie-root-port,id=rp0,slot=1",
-                    "-device",
-                    "igb,bus=rp0,netdev=n0",
-                    "-netdev",
-                    "hubport,id=n0,hubid=0",
-                ]
-                .map(String::from),
-            );
+            args += " -device pcie-root-port,id=rp0,slot=1 -device igb,bus=rp0,netdev=n0 \
+                     -netdev hubport,id=n0,hubid=0";
         }
-        let kernel = images_dir().join("vmlinuz");
+        let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
         args.extend([
             "-kernel".into(),
-            kernel.display().to_string(),
+            images_dir().join("vmlinuz").display().to_string(),
             "-initrd".into(),
             initrd.display().to_string(),
             "-append".into(),
@@ -250,6 +236,9 @@ impl Testbed {
                 Ok(line) => {
                     // Losing log lines is better than failing the run.
                     let _ = writeln!(log, "{:7.2}| {line}", start.elapsed().as_secs_f64());
+                    if self.echo {
+                        eprintln!("{line}");
+                    }
                     if !panicked && line.contains(PANIC) {
                         panicked = true;
                         deadline = deadline.min(Instant::now() + PANIC_GRACE);
