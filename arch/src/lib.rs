@@ -16,6 +16,7 @@
 //! functions while building a VM. The constants in [`layout`] are the
 //! contract with the devices crate (port numbers and values it must match).
 
+pub mod acpi;
 pub mod boot;
 pub mod cpuid;
 pub mod e820;
