@@ -12,3 +12,4 @@ pub mod interrupt;
 pub mod pci;
 pub mod power;
 pub mod serial;
+pub mod vfio;
