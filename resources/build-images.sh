@@ -23,7 +23,8 @@ for a in "$@"; do
   esac
 done
 
-[ -f "$KDIR/vmlinuz" ] && command -v cpio >/dev/null && [ -x /bin/busybox ] ||
+[ -f "$KDIR/vmlinuz" ] && [ -x /bin/busybox ] && command -v cpio >/dev/null &&
+  command -v qemu-system-x86_64 >/dev/null ||
   { echo "build-images: testbed not set up; run: bash resources/setup-host.sh" >&2; exit 1; }
 mkdir -p "$out"
 
@@ -35,7 +36,7 @@ if [ -z "${VFVM_BIN:-}" ]; then
   VFVM_BIN=$root/target/x86_64-unknown-linux-musl/release/vfvm
 fi
 [ -x "$VFVM_BIN" ] || { echo "build-images: no vfvm binary at $VFVM_BIN" >&2; exit 1; }
-if ldd "$VFVM_BIN" >/dev/null 2>&1; then
+if ldd "$VFVM_BIN" 2>&1 | grep -q '=>'; then
   echo "build-images: $VFVM_BIN is dynamically linked; the host image needs a static binary" >&2
   exit 1
 fi

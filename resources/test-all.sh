@@ -27,4 +27,4 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 step images bash "$here/build-images.sh" --with-qemu
 step test cargo_test
 echo "=== summaries"
-grep -E '^\s+Running |^test result:' "$log"
+grep -E '^\s+(Running|Doc-tests) |^test result:' "$log"
