@@ -719,7 +719,7 @@ mod tests {
         assert_eq!(serde_json::to_value(ConsoleConfig::Stdio).unwrap(), "stdio");
     }
 
-    /// A scratch directory under the target dir's temp, removed on drop.
+    /// A scratch directory under the system temp dir, removed on drop.
     struct Scratch(PathBuf);
 
     impl Scratch {
