@@ -113,3 +113,8 @@ qemu_guest() {
     -append "console=ttyS0 quiet panic=-1" \
     -device "vfio-pci,host=$vf" "$@" </dev/null
 }
+
+# debug_shell: an interactive shell with these helpers, on the console. The
+# harness gives QEMU no input, so it returns at once there; replay the run's
+# qemu.sh in a terminal to use it (resources/README.md).
+debug_shell() { ENV=/lib/testbed.sh setsid cttyhack sh || true; }
