@@ -12,5 +12,5 @@ pub mod interrupt;
 pub mod pci;
 pub mod power;
 pub mod serial;
-pub mod virtio;
 pub mod vfio;
+pub mod virtio;
