@@ -8,6 +8,7 @@
 //!   (trapped, mapped straight from host memory, or an ioeventfd).
 
 pub mod bus;
+pub mod cmos;
 pub mod interrupt;
 pub mod pci;
 pub mod power;

@@ -121,6 +121,16 @@ fn parse_pci(s: &str) -> Result<PciAddress, String> {
 pub struct MacAddr(pub [u8; 6]);
 
 impl MacAddr {
+    /// Wraps six octets.
+    pub const fn new(octets: [u8; 6]) -> Self {
+        MacAddr(octets)
+    }
+
+    /// The six octets.
+    pub const fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
     /// Group (multicast or broadcast) address: the I/G bit of the first octet.
     pub const fn is_multicast(&self) -> bool {
         self.0[0] & 1 != 0

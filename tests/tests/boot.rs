@@ -1,0 +1,64 @@
+//! Issue 2: `vfvm run` boots a Linux guest with fully reserved memory.
+//! Every check here looks at what the guest (or the host's /proc) saw.
+
+use std::time::Duration;
+
+use vfvm_tests::Testbed;
+
+const GUEST_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+
+/// One emulated-host boot: a 2-vCPU 512 MiB guest powers off (status 1),
+/// the same guest reboots (status 0), and while one runs, vfvm's VmLck
+/// covers all of guest memory.
+#[test]
+fn guest_boots_with_cpus_memory_and_exit_statuses() {
+    let run = Testbed::new()
+        .igb(false)
+        .file(
+            "guest.sh",
+            r#"
+            marker guest.cpus "$(grep -c ^processor /proc/cpuinfo)"
+            marker guest.memtotal_kib "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+            marker guest.acpi "$(ls /sys/firmware/acpi/tables | tr '\n' ' ')"
+            marker guest.pci "$(ls /sys/bus/pci/devices | tr '\n' ' ')"
+            sleep 2
+            "#,
+        )
+        .file("reboot.sh", "reboot -f\n")
+        .scenario(&format!(
+            r#"
+            guest_initrd g /guest.sh >/dev/null
+            vfvm run -c 2 -m 512M -l com1,stdio -s 0,hostbridge -s 31,lpc \
+              --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "{GUEST_CMDLINE}" g &
+            pid=$!
+            sleep 3
+            marker host.vmlck_kib "$(awk '/VmLck/ {{print $2}}' /proc/$pid/status)"
+            status=0; wait $pid || status=$?
+            marker host.poweroff_status $status
+            guest_initrd r /reboot.sh >/dev/null
+            status=0
+            vfvm run -c 1 -m 128M -l com1,stdio --kernel /guest/vmlinuz --initrd /tmp/r.img \
+              --cmdline "{GUEST_CMDLINE}" r || status=$?
+            marker host.reboot_status $status
+            "#
+        ))
+        .timeout(Duration::from_secs(300))
+        .run()
+        .unwrap();
+    assert_eq!(run.marker("guest.cpus"), Some("2"));
+    let mem: u64 = run.marker("guest.memtotal_kib").unwrap().parse().unwrap();
+    assert!(mem > 400 * 1024 && mem <= 512 * 1024, "MemTotal {mem} KiB");
+    let acpi = run.marker("guest.acpi").unwrap();
+    for table in ["APIC", "DSDT", "FACP", "MCFG"] {
+        assert!(acpi.contains(table), "ACPI tables: {acpi}");
+    }
+    let pci = run.marker("guest.pci").unwrap();
+    assert!(
+        pci.contains("0000:00:00.0") && pci.contains("0000:00:1f.0"),
+        "{pci}"
+    );
+    let vmlck: u64 = run.marker("host.vmlck_kib").unwrap().parse().unwrap();
+    assert!(vmlck >= 512 * 1024, "VmLck {vmlck} KiB");
+    assert_eq!(run.marker("host.poweroff_status"), Some("1"));
+    assert_eq!(run.marker("host.reboot_status"), Some("0"));
+}
