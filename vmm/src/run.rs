@@ -208,6 +208,11 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
     for t in threads {
         t.stop();
     }
+    let exits = vm.counters.snapshot();
+    info!(
+        "exits handled in userspace: io_in={} io_out={} mmio_read={} mmio_write={} other={}",
+        exits.io_in, exits.io_out, exits.mmio_read, exits.mmio_write, exits.other
+    );
     drop(terminate);
     let _ = io::stdout().flush();
     Ok(reason)
