@@ -13,7 +13,7 @@ mod slot;
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -196,6 +196,13 @@ impl VmConfig {
             })
         };
         boot_file("--kernel", &self.boot.kernel)?;
+        // Before any memory is reserved: a file that is no kernel at all
+        // would otherwise only be noticed after the (slow) reservation.
+        check_kernel_format(&self.boot.kernel).map_err(|reason| ConfigError::BootFile {
+            flag: "--kernel",
+            path: self.boot.kernel.clone(),
+            reason,
+        })?;
         if let Some(initrd) = &self.boot.initrd {
             boot_file("--initrd", initrd)?;
         }
@@ -220,6 +227,23 @@ impl VmConfig {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Looks at the first bytes of the kernel: an ELF vmlinux starts with
+/// "\x7fELF", a bzImage has "HdrS" at 0x202. The loader checks the rest.
+fn check_kernel_format(path: &Path) -> Result<(), String> {
+    let mut head = Vec::with_capacity(0x206);
+    File::open(path)
+        .and_then(|f| f.take(0x206).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if head.is_empty() {
+        return Err("empty file (use a bzImage or an ELF vmlinux)".to_string());
+    }
+    if head.starts_with(b"\x7fELF") || head.get(0x202..0x206) == Some(b"HdrS") {
+        Ok(())
+    } else {
+        Err("not a Linux kernel (neither a bzImage nor an ELF vmlinux)".to_string())
     }
 }
 
@@ -732,9 +756,18 @@ mod tests {
         }
 
         fn file(&self, name: &str) -> PathBuf {
+            self.file_with(name, b"x")
+        }
+
+        fn file_with(&self, name: &str, contents: &[u8]) -> PathBuf {
             let path = self.0.join(name);
-            std::fs::write(&path, b"x").unwrap();
+            std::fs::write(&path, contents).unwrap();
             path
+        }
+
+        /// A file that passes the kernel format check (an ELF header).
+        fn kernel(&self) -> PathBuf {
+            self.file_with("vmlinux", b"\x7fELF\x02\x01\x01")
         }
     }
 
@@ -747,7 +780,7 @@ mod tests {
     #[test]
     fn checks_files() {
         let dir = Scratch::new("files");
-        let kernel = dir.file("bzImage");
+        let kernel = dir.kernel();
         let initrd = dir.file("initrd.gz");
         let disk = dir.file("disk.img");
         let mut c = VmConfig::new("guest0", &kernel);
@@ -756,6 +789,11 @@ mod tests {
         c.console = Some(ConsoleConfig::File(dir.0.join("console.log")));
         c.api_socket = Some(dir.0.join("api.sock"));
         assert_eq!(c.check_files(), Ok(()));
+        let mut bz_image = vec![0u8; 0x400];
+        bz_image[0x202..0x206].copy_from_slice(b"HdrS");
+        let mut bz = c.clone();
+        bz.boot.kernel = dir.file_with("bzImage", &bz_image);
+        assert_eq!(bz.check_files(), Ok(()));
         // Relative paths in the current directory have a parent.
         let mut rel = c.clone();
         rel.console = Some(ConsoleConfig::File("console.log".into()));
@@ -763,6 +801,8 @@ mod tests {
         assert_eq!(rel.check_files(), Ok(()));
 
         let missing = dir.0.join("missing");
+        let e1 = dir.file_with("empty", b"");
+        let j1 = dir.file_with("junk", &[0u8; 0x300]);
         let d = dir.0.display();
         type Edit = Box<dyn Fn(&mut VmConfig)>;
         let (m1, m2, m3, m4, m5) = (
@@ -775,6 +815,8 @@ mod tests {
         let cases: Vec<(Edit, String)> = vec![
             (Box::new(move |c| c.boot.kernel = m1.clone()), format!("--kernel {d}/missing: not found (check the path)")),
             (Box::new(move |c| c.boot.kernel = m5.clone()), format!("--kernel {d}: not a regular file")),
+            (Box::new(move |c| c.boot.kernel = e1.clone()), format!("--kernel {d}/empty: empty file (use a bzImage or an ELF vmlinux)")),
+            (Box::new(move |c| c.boot.kernel = j1.clone()), format!("--kernel {d}/junk: not a Linux kernel (neither a bzImage nor an ELF vmlinux)")),
             (Box::new(move |c| c.boot.initrd = Some(m2.clone())), format!("--initrd {d}/missing: not found (check the path)")),
             (
                 Box::new(move |c| c.slots = vec![PciSlotConfig { slot: 4, function: 0, device: DeviceConfig::VirtioBlk(BlkConfig::new(m3.clone())) }]),
@@ -809,7 +851,7 @@ mod tests {
             return;
         }
         let dir = Scratch::new("perms");
-        let kernel = dir.file("bzImage");
+        let kernel = dir.kernel();
         let disk = dir.file("disk.img");
         std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o444)).unwrap();
         let mut c = VmConfig::new("guest0", &kernel);

@@ -40,9 +40,46 @@ fn report(err: &dyn std::error::Error) {
     eprintln!("vfvm: error: {line}");
 }
 
+/// Help and version go out as clap prints them (exit 0); a usage error
+/// is, like every other error, one `vfvm: error:` line with status 4.
+fn clap_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        _ => {
+            eprintln!(
+                "vfvm: error: {} (see vfvm run --help)",
+                clap_one_line(&e.render().to_string())
+            );
+            ExitCode::from(VmExit::Error.status())
+        }
+    }
+}
+
+/// Clap's message up to its first blank line (the tips and usage follow),
+/// joined into one line: "error: the following required arguments were
+/// not provided:\n  --kernel <PATH>" becomes "the following required
+/// arguments were not provided: --kernel <PATH>".
+fn clap_one_line(rendered: &str) -> String {
+    let text = rendered
+        .trim_start()
+        .trim_start_matches("error:")
+        .trim_start();
+    text.lines()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> ExitCode {
     logger::init();
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(&e),
+    };
     let status = match cli.command {
         cli::Command::Run(args) => match config::VmConfig::try_from(*args) {
             Ok(cfg) => match run::run(&cfg) {
@@ -59,4 +96,27 @@ fn main() -> ExitCode {
         },
     };
     ExitCode::from(status.status())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clap_one_line;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        assert_eq!(
+            clap_one_line(
+                "error: the following required arguments were not provided:\n  --kernel <PATH>\n  <VMNAME>\n\n\
+                 Usage: vfvm run --kernel <PATH> <VMNAME>\n\nFor more information, try '--help'.\n"
+            ),
+            "the following required arguments were not provided: --kernel <PATH> <VMNAME>"
+        );
+        assert_eq!(
+            clap_one_line(
+                "error: unexpected argument '--bogus' found\n\n  tip: to pass '--bogus' as a value, \
+                 use '-- --bogus'\n\nUsage: vfvm run [OPTIONS] --kernel <PATH> <VMNAME>\n"
+            ),
+            "unexpected argument '--bogus' found"
+        );
+    }
 }

@@ -217,7 +217,7 @@ fn memlock_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemory};
+    use vm_memory::{Bytes, GuestMemoryBackend};
 
     #[test]
     fn sizes_print_in_whole_units() {
