@@ -22,3 +22,4 @@ pub mod cpuid;
 pub mod e820;
 pub mod layout;
 pub mod regs;
+pub mod reset;

@@ -16,13 +16,14 @@ use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber
 use kvm_ioctls::Kvm;
 use log::info;
 
+use crate::api_server::{ApiSocket, VmView};
 use crate::config::{ConsoleConfig, VmConfig};
 use crate::console::{ConsoleInput, TerminalGuard};
 use crate::exit::{ExitSignal, VmExit};
 use crate::memory::{self, Size};
 use crate::pci::PciBuilder;
 use crate::slot_devices::{add_slot_devices, prepare_passthru};
-use crate::vcpu::{self, VcpuContext, VcpuThread};
+use crate::vcpu::{self, PauseState, VcpuContext, VcpuThread};
 use crate::vm::{self, Vm};
 
 /// Why `vfvm run` could not start or keep the VM running.
@@ -55,6 +56,9 @@ pub enum Error {
     /// ACPI tables.
     #[error(transparent)]
     Acpi(#[from] arch::acpi::Error),
+    /// The reset stub.
+    #[error(transparent)]
+    Reset(#[from] arch::reset::Error),
     /// CPUID.
     #[error(transparent)]
     Cpuid(#[from] arch::cpuid::Error),
@@ -75,6 +79,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The API socket.
+    #[error(transparent)]
+    Api(#[from] api::Error),
     /// The event loop failed.
     #[error("event loop: {0:?}")]
     EventLoop(event_manager::Error),
@@ -90,6 +97,12 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
         return Err(Error::TooManyVcpus { asked: ncpus, max });
     }
     memory::check_limits(cfg.memory.size, cfg.memory.hugepages)?;
+    // Before the host changes: a socket in use fails the run at once.
+    let api = cfg
+        .api_socket
+        .as_deref()
+        .map(ApiSocket::start)
+        .transpose()?;
     // Declared before the VM so it is dropped after it: the VFs go back to
     // the host only once vfvm has released them.
     let passthru = prepare_passthru(cfg)?;
@@ -131,6 +144,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
             pm_port: layout::PM_PORT,
         },
     )?;
+    arch::reset::write_reset_stub(vm.memory.as_ref())?;
     let boot = arch::boot::load_kernel(
         vm.memory.as_ref(),
         &arch::boot::KernelConfig {
@@ -147,7 +161,9 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
         .map_err(Error::Kvm)?;
     vcpu::install_kick_handler().map_err(|source| Error::Vcpu { index: 0, source })?;
     let stop = Arc::new(AtomicBool::new(false));
+    let pause = Arc::new(PauseState::default());
     let ctx = VcpuContext {
+        pause: pause.clone(),
         pio: vm.pio.clone(),
         mmio: vm.mmio.clone(),
         exit: vm.exit.clone(),
@@ -188,11 +204,24 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
     }
     let terminate = termination::install(vm.exit.clone());
 
-    let mut threads = Vec::with_capacity(ncpus);
+    let threads = Arc::new(Mutex::new(Vec::with_capacity(ncpus)));
     for (index, vcpu) in vcpu_fds.into_iter().enumerate() {
         let t = VcpuThread::spawn(index, vcpu, ctx.clone())
             .map_err(|source| Error::Vcpu { index, source })?;
-        threads.push(t);
+        threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+    }
+    if let Some(api) = &api {
+        let handler = api
+            .handler(VmView {
+                config: cfg.clone(),
+                memory_reserve_time: ram.reserve_time,
+                counters: vm.counters.clone(),
+                exit: vm.exit.clone(),
+                pause: pause.clone(),
+                vcpus: threads.clone(),
+            })
+            .map_err(|source| Error::Api(api::Error::Thread(source)))?;
+        events.add_subscriber(Arc::new(Mutex::new(handler)));
     }
 
     let reason = loop {
@@ -204,8 +233,11 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
             vm.exit.request(VmExit::Error);
         }
     };
+    // No more API requests: pending ones get 503, the socket goes.
+    drop(api);
     stop.store(true, Ordering::Release);
-    for t in threads {
+    pause.resume();
+    for t in std::mem::take(&mut *threads.lock().unwrap_or_else(|e| e.into_inner())) {
         t.stop();
     }
     let exits = vm.counters.snapshot();
