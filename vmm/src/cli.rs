@@ -42,6 +42,46 @@ pub enum Command {
     /// Boot a Linux guest (bhyve's flags: -c -m -s -l -A -S -H -U).
     #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunArgs>),
+    /// Ask a running VM (started with --api-sock) for its state, or to pause, resume or stop.
+    Ctl(CtlArgs),
+}
+
+/// `vfvm ctl --api-sock PATH ACTION`: one API call; prints the JSON answer.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct CtlArgs {
+    /// The VM's API socket (as given to vfvm run --api-sock)
+    #[arg(long = "api-sock", value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// What to do
+    #[arg(value_enum, value_name = "ACTION")]
+    pub action: CtlAction,
+}
+
+/// The calls `vfvm ctl` makes; each is one route of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CtlAction {
+    /// Configuration and state (GET /api/v1/vm.info)
+    Info,
+    /// Exit counters (GET /api/v1/vm.counters)
+    Counters,
+    /// Park every vCPU (PUT /api/v1/vm.pause)
+    Pause,
+    /// Run paused vCPUs again (PUT /api/v1/vm.resume)
+    Resume,
+    /// Stop the VM; vfvm run exits with status 1 (PUT /api/v1/vm.shutdown)
+    Shutdown,
+}
+
+impl From<CtlAction> for api::ApiRequest {
+    fn from(a: CtlAction) -> Self {
+        match a {
+            CtlAction::Info => api::ApiRequest::Info,
+            CtlAction::Counters => api::ApiRequest::Counters,
+            CtlAction::Pause => api::ApiRequest::Pause,
+            CtlAction::Resume => api::ApiRequest::Resume,
+            CtlAction::Shutdown => api::ApiRequest::Shutdown,
+        }
+    }
 }
 
 /// `vfvm run` as typed; [`VmConfig::try_from`] parses and validates it.
@@ -207,8 +247,10 @@ mod tests {
 
     fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
         let cli = Cli::try_parse_from(["vfvm", "run"].iter().chain(argv))?;
-        let Command::Run(args) = cli.command;
-        Ok(*args)
+        match cli.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("not run: {other:?}"),
+        }
     }
 
     fn config(argv: &[&str]) -> Result<VmConfig, String> {

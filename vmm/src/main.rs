@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the code map.
 
+mod api_server;
 mod bars;
 mod cli;
 mod config;
@@ -74,6 +75,29 @@ fn clap_one_line(rendered: &str) -> String {
         .join(" ")
 }
 
+/// `vfvm ctl`: prints the answer's body; status 0 on 2xx, else 1 with
+/// one line on stderr.
+fn ctl(args: &cli::CtlArgs) -> ExitCode {
+    match api::client::send(&args.api_sock, args.action.into()) {
+        Ok(r) => {
+            if r.is_success() {
+                if !r.body.is_empty() {
+                    println!("{}", r.body.trim_end());
+                }
+                ExitCode::SUCCESS
+            } else {
+                let msg = r.error().unwrap_or_else(|| r.body.trim().to_string());
+                eprintln!("vfvm: error: {} ({})", msg, r.status);
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     logger::init();
     let cli = match cli::Cli::try_parse() {
@@ -94,6 +118,7 @@ fn main() -> ExitCode {
                 VmExit::Error
             }
         },
+        cli::Command::Ctl(args) => return ctl(&args),
     };
     ExitCode::from(status.status())
 }

@@ -5,9 +5,9 @@
 //! [`KICK_SIGNAL`] so a vCPU idling in the guest notices promptly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::bus::Bus;
 use kvm_bindings::{KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
@@ -43,6 +43,95 @@ pub struct VcpuContext {
     pub stop: Arc<AtomicBool>,
     /// Userspace exit counters.
     pub counters: Arc<ExitCounters>,
+    /// Parks the vCPU outside KVM_RUN while the VM is paused.
+    pub pause: Arc<PauseState>,
+}
+
+/// Pause and resume of all vCPUs (the API's vm.pause / vm.resume).
+///
+/// The VMM sets `paused` and kicks the threads out of KVM_RUN; each parks
+/// on the condvar before its next KVM_RUN and counts itself as parked.
+/// Resume clears the flag and wakes them. The VMM never waits for a vCPU
+/// longer than the timeout given to [`PauseState::wait_parked`].
+#[derive(Default)]
+pub struct PauseState {
+    state: Mutex<PauseInner>,
+    /// vCPUs wait here while paused.
+    resume: Condvar,
+    /// The VMM waits here for vCPUs to park.
+    parked: Condvar,
+}
+
+#[derive(Default)]
+struct PauseInner {
+    paused: bool,
+    parked: usize,
+}
+
+impl PauseState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseInner> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a pause is requested.
+    pub fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Requests a pause; vCPUs park once they leave KVM_RUN.
+    pub fn pause(&self) {
+        self.lock().paused = true;
+    }
+
+    /// Lifts the pause and wakes parked vCPUs.
+    pub fn resume(&self) {
+        self.lock().paused = false;
+        self.resume.notify_all();
+    }
+
+    /// Waits until `n` vCPUs are parked, calling `kick` every millisecond
+    /// for the stragglers still in KVM_RUN; false after `timeout`.
+    pub fn wait_parked(&self, n: usize, timeout: Duration, mut kick: impl FnMut()) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.lock();
+        while st.parked < n {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            drop(st);
+            kick();
+            st = self.lock();
+            if st.parked >= n {
+                break;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(1));
+            st = self
+                .parked
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Parks the calling vCPU while paused; returns early once `stop` is set.
+    fn park(&self, stop: &AtomicBool) {
+        let mut st = self.lock();
+        if !st.paused {
+            return;
+        }
+        st.parked += 1;
+        self.parked.notify_all();
+        while st.paused && !stop.load(Ordering::Acquire) {
+            st = self
+                .resume
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.parked -= 1;
+    }
 }
 
 /// A running vCPU thread.
@@ -57,6 +146,14 @@ impl VcpuThread {
             .name(format!("vcpu{id}"))
             .spawn(move || run(id, vcpu, &ctx))?;
         Ok(VcpuThread { handle })
+    }
+
+    /// Interrupts KVM_RUN on this thread (it is a no-op elsewhere).
+    pub fn kick(&self) {
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: the thread has not been joined (that takes `self`), so
+        // its pthread_t is valid; the signal's handler does nothing.
+        unsafe { libc::pthread_kill(self.handle.as_pthread_t() as _, kick_signal()) };
     }
 
     /// Kicks the thread until it leaves its loop, then joins it.
@@ -76,6 +173,10 @@ impl VcpuThread {
 
 fn run(id: usize, mut vcpu: VcpuFd, ctx: &VcpuContext) {
     while !ctx.stop.load(Ordering::Acquire) {
+        ctx.pause.park(&ctx.stop);
+        if ctx.stop.load(Ordering::Acquire) {
+            break;
+        }
         let exit = match vcpu.run() {
             Ok(exit) => exit,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
@@ -149,4 +250,48 @@ fn handle_exit(id: usize, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmExit> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn pause_parks_and_resume_wakes() {
+        let pause = Arc::new(PauseState::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticks = Arc::new(AtomicU64::new(0));
+        let t = {
+            let (pause, stop, ticks) = (pause.clone(), stop.clone(), ticks.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    pause.park(&stop);
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        pause.pause();
+        let mut kicks = 0;
+        assert!(pause.wait_parked(1, Duration::from_secs(5), || kicks += 1));
+        assert!(kicks >= 1);
+        let n = ticks.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(ticks.load(Ordering::Relaxed), n, "parked thread ran");
+        assert!(!pause.wait_parked(2, Duration::from_millis(10), || {}));
+
+        pause.resume();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while ticks.load(Ordering::Relaxed) == n {
+            assert!(Instant::now() < deadline, "resume did not wake the thread");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+
+        // Stopping while paused ends the park.
+        pause.pause();
+        assert!(pause.wait_parked(1, Duration::from_secs(5), || {}));
+        stop.store(true, Ordering::Release);
+        t.join().unwrap();
+    }
 }
