@@ -246,6 +246,20 @@ fn exits(run: &Run, label: &str) -> Option<f64> {
     Some(total)
 }
 
+/// vfvm's MMIO exits (reads + writes) from the same line: the virtio and
+/// passthrough devices' share, as port I/O here is the serial console.
+fn mmio_exits(run: &Run, label: &str) -> Option<f64> {
+    let line = run.marker(&format!("b.{label}.exits"))?;
+    let mut total = 0.0;
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=')?;
+        if k.starts_with("mmio") {
+            total += v.parse::<f64>().ok()?;
+        }
+    }
+    Some(total)
+}
+
 /// RSS outside guest RAM (smaps mappings < 64 MiB), in MiB.
 fn rss_mib(run: &Run, label: &str) -> Option<f64> {
     nums(run, &format!("b.{label}.mem")).map(|v| v[0] / 1024.0)
@@ -417,11 +431,21 @@ vmm qemu qemu_vm /tmp/g.img "{GUEST_CMDLINE}" \
         let r = reqs("vfvm")? - reqs("vfvmidle")?;
         Some(e / r)
     })();
+    let mmio_per_req = (|| {
+        let e = mmio_exits(&run, "vfvm")? - mmio_exits(&run, "vfvmidle")?;
+        Some(e / (reqs("vfvm")? - reqs("vfvmidle")?))
+    })();
     let raw = (|| Some(exits(&run, "vfvm")? / reqs("vfvm")?))();
     t.figure(
         "blk",
         "vfvm userspace exits/request, net of idle run",
         per_req,
+        None,
+    );
+    t.figure(
+        "blk",
+        "  of which MMIO (virtio) exits/request",
+        mmio_per_req,
         None,
     );
     t.figure("blk", "  (raw: all exits of the run / requests)", raw, None);
@@ -520,4 +544,9 @@ sleep 1
         per_pkt,
         None,
     );
+    let mmio_per_pkt = (|| {
+        let e = mmio_exits(&run, "vfvm")? - mmio_exits(&run, "vfvmidle")?;
+        Some(e / (pkts("vfvm")? - pkts("vfvmidle")?))
+    })();
+    t.figure("vf", "  of which MMIO exits/packet", mmio_per_pkt, None);
 }
