@@ -22,7 +22,7 @@ use crate::console::{ConsoleInput, TerminalGuard};
 use crate::exit::{ExitSignal, VmExit};
 use crate::memory::{self, Size};
 use crate::pci::PciBuilder;
-use crate::slot_devices::{add_slot_devices, prepare_passthru};
+use crate::slot_devices::{add_slot_devices, open_disks, prepare_passthru};
 use crate::vcpu::{self, PauseState, VcpuContext, VcpuThread};
 use crate::vm::{self, Vm};
 
@@ -106,6 +106,8 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
     // Declared before the VM so it is dropped after it: the VFs go back to
     // the host only once vfvm has released them.
     let passthru = prepare_passthru(cfg)?;
+    // Before memory is reserved: a locked image fails the run at once.
+    let disks = open_disks(cfg)?;
 
     let ram = memory::reserve(&layout::ram_ranges(cfg.memory.size), cfg.memory.hugepages)?;
     info!(
@@ -129,7 +131,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
         (layout::MMIO32_START.0, layout::MMIO32_SIZE),
         (mmio64.0 .0, mmio64.1),
     )?;
-    let slot_devices = add_slot_devices(cfg, &vm, &passthru, &mut pci)?;
+    let slot_devices = add_slot_devices(cfg, &vm, &passthru, disks, &mut pci)?;
     vm.add_pci_root(pci.build()?)?;
 
     let topo = topology(cfg);

@@ -3,12 +3,13 @@
 //! MAC/VLAN) is prepared before guest memory is reserved, so a bad VF
 //! fails before anything starts; its guards restore the host at the end.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use devices::pci::{HostBridge, IsaBridge, SharedPciDevice};
 use devices::vfio::VfioPciDevice;
-use devices::virtio::block::{Block, BlockConfig};
+use devices::virtio::block::{Block, BlockConfig, BlockHandler};
 use devices::virtio::pci::VirtioPciDevice;
 use event_manager::MutEventSubscriber;
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
@@ -122,6 +123,40 @@ pub fn prepare_passthru(cfg: &VmConfig) -> Result<PassthruHost, Error> {
     Ok(PassthruHost { guards })
 }
 
+/// The `virtio-blk` slots' images, opened and locked by [`open_disks`].
+pub struct Disks {
+    blocks: HashMap<(u8, u8), (Block, BlockHandler)>,
+}
+
+/// Opens and locks every `virtio-blk` image, before guest memory is
+/// reserved, so a missing or locked image fails the run before anything
+/// starts.
+pub fn open_disks(cfg: &VmConfig) -> Result<Disks, Error> {
+    let mut blocks = HashMap::new();
+    for s in &cfg.slots {
+        let DeviceConfig::VirtioBlk(b) = &s.device else {
+            continue;
+        };
+        let (slot, function) = (s.slot, s.function);
+        let opened = Block::new(BlockConfig {
+            path: b.path.clone(),
+            readonly: b.readonly,
+            nocache: b.nocache,
+            direct: b.direct,
+            logical_sector: b.logical_sector,
+            physical_sector: b.physical_sector,
+            serial: b.serial.clone(),
+        })
+        .map_err(|source| Error::Block {
+            slot,
+            function,
+            source,
+        })?;
+        blocks.insert((slot, function), opened);
+    }
+    Ok(Disks { blocks })
+}
+
 /// Devices the VM keeps alive besides those on its buses.
 pub struct SlotDevices {
     /// Event-loop work (disk queues).
@@ -135,6 +170,7 @@ pub fn add_slot_devices(
     cfg: &VmConfig,
     vm: &Vm,
     passthru: &PassthruHost,
+    mut disks: Disks,
     pci: &mut PciBuilder,
 ) -> Result<SlotDevices, Error> {
     let irq = KvmInterrupts(vm.router.clone());
@@ -152,21 +188,10 @@ pub fn add_slot_devices(
         let dev: SharedPciDevice = match &s.device {
             DeviceConfig::HostBridge => Arc::new(Mutex::new(HostBridge::new())),
             DeviceConfig::Lpc => Arc::new(Mutex::new(IsaBridge::new())),
-            DeviceConfig::VirtioBlk(b) => {
-                let (block, handler) = Block::new(BlockConfig {
-                    path: b.path.clone(),
-                    readonly: b.readonly,
-                    nocache: b.nocache,
-                    direct: b.direct,
-                    logical_sector: b.logical_sector,
-                    physical_sector: b.physical_sector,
-                    serial: b.serial.clone(),
-                })
-                .map_err(|source| Error::Block {
-                    slot,
-                    function,
-                    source,
-                })?;
+            DeviceConfig::VirtioBlk(_) => {
+                let Some((block, handler)) = disks.blocks.remove(&(slot, function)) else {
+                    continue;
+                };
                 out.subscribers.push(Arc::new(Mutex::new(handler)));
                 let pci_dev = VirtioPciDevice::new(Box::new(block), vm.memory.clone(), &irq)
                     .map_err(|source| Error::Virtio {
