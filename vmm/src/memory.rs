@@ -58,7 +58,7 @@ impl std::fmt::Display for Size {
             return write!(f, "unlimited");
         }
         for (unit, shift) in UNITS {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{} {unit}", self.0 >> shift);
             }
         }
@@ -77,7 +77,7 @@ pub struct GuestRam {
 /// Checks the host's limits for `size` bytes of guest RAM.
 pub fn check_limits(size: u64, hugepages: bool) -> Result<(), Error> {
     if hugepages {
-        if size % HUGE_PAGE != 0 {
+        if !size.is_multiple_of(HUGE_PAGE) {
             return Err(Error::HugePageMultiple(Size(size)));
         }
         let needed = size / HUGE_PAGE;
