@@ -208,9 +208,12 @@ fn guest_writes_reads_ro_two_slots_and_discard() {
 ///
 /// - a missing image;
 /// - a path that cannot be read as an image: a directory (the scenario runs
-///   as root, so `chmod 000` would not stop it), writable and `ro`;
+///   as root, so `chmod 000` would not stop it), writable (open fails with
+///   EISDIR) and `ro` (opens, but is not a file or block device);
 /// - an image in use by a running VM, writable and `ro` (the running VM
-///   has it writable, so it holds the exclusive lock).
+///   has it writable, so it holds the exclusive lock). The lock is taken
+///   before guest memory is reserved, so not even the "reserved" info line
+///   is printed.
 #[test]
 fn bad_disks_are_one_line_errors() {
     let run = Testbed::new()
@@ -263,8 +266,8 @@ fn bad_disks_are_one_line_errors() {
     assert!(run.marker("guest.started").is_none(), "a bad VM booted");
     for (name, path, what) in [
         ("missing", "/tmp/missing.img", "not found"),
-        ("dir", "/tmp/adir", ""),
-        ("dirro", "/tmp/adir", ""),
+        ("dir", "/tmp/adir", "Is a directory"),
+        ("dirro", "/tmp/adir", "not a regular file or block device"),
         ("inuse", "/tmp/shared.img", "in use by another VM"),
         ("inusero", "/tmp/shared.img", "in use by another VM"),
     ] {
