@@ -89,6 +89,9 @@ pub enum Error {
 
 /// Runs the VM described by `cfg` until it ends.
 pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
+    // Whoever built `cfg` (the command line, later the API), it is
+    // checked here once more: run() takes no config on trust.
+    cfg.validate()?;
     cfg.check_files()?;
     let kvm = Kvm::new().map_err(Error::Kvm)?;
     let max = kvm.get_max_vcpus();
