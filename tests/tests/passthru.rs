@@ -1,0 +1,216 @@
+//! Issue 4: SR-IOV VF passthrough. Everything here runs in the emulated
+//! SR-IOV host (igb PF 0000:01:00.0 at 192.0.2.1, its VFs 0000:01:10.x)
+//! and looks at what the guest or the host saw. Two emulated-host boots,
+//! several vfvm runs in each.
+
+use std::time::Duration;
+
+use vfvm_tests::{Run, Testbed};
+
+/// The guest: for each passthrough slot (05, 06), report the function's
+/// identity, driver and MAC, then bring its interface up alone and ping the
+/// PF. Markers are prefixed with `run=TAG` from the kernel command line, so
+/// several vfvm runs in one emulated host can be told apart. With `hold`
+/// on the command line it only reports that it is up and waits a while.
+const GUEST: &str = r#"
+tag=$(sed -n 's/.*run=\([^ ]*\).*/\1/p' /proc/cmdline)
+if grep -q hold /proc/cmdline; then
+  marker "$tag.up" yes
+  sleep 8
+  exit 0
+fi
+addr=2
+for s in 05 06; do
+  d=/sys/bus/pci/devices/0000:00:$s.0
+  [ -e "$d" ] || continue
+  marker "$tag.s$s.dev" "$(cut -c3- $d/vendor):$(cut -c3- $d/device) $(basename "$(readlink $d/driver)")"
+  ifc=$(ls "$d/net" 2>/dev/null) || { marker "$tag.s$s.error" "no interface"; continue; }
+  marker "$tag.s$s.mac" "$(cat /sys/class/net/$ifc/address)"
+  ip link set "$ifc" up
+  ip addr add "192.0.2.$addr/24" dev "$ifc"
+  n=100
+  while [ "$(cat /sys/class/net/$ifc/carrier 2>/dev/null)" != 1 ] && [ $n -gt 0 ]; do
+    n=$((n - 1)); sleep 0.1
+  done
+  marker "$tag.s$s.loss" "$(ping_loss 192.0.2.1 3)"
+  # One interface at a time: two in one subnet would answer each other's ARP.
+  ip link set "$ifc" down
+  addr=$((addr + 1))
+done
+"#;
+
+/// The host's helper: `vm TAG EXTRA-CMDLINE ARGS...` boots the guest with
+/// `-s ARGS` and records vfvm's exit status as `host.TAG.status`.
+const HOST_HELPERS: &str = r#"
+guest_initrd g /guest.sh >/dev/null
+vm() {
+  tag=$1 extra=$2; shift 2
+  st=0
+  # The console goes through a file: once, with it going straight to the
+  # emulated host's console, a run stalled without any output.
+  timeout 150 vfvm run -c 2 -m 512M -l com1,stdio -s 0,hostbridge "$@" \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img \
+    --cmdline "console=ttyS0 panic=-1 run=$tag $extra" "vm$tag" \
+    </dev/null >/tmp/vm-$tag.log 2>&1 || st=$?
+  grep -e @@ -e vfvm: -e igbvf -e BUG -e WARN /tmp/vm-$tag.log || true
+  marker "host.$tag.status" "$st"
+}
+# err TAG ARGS...: a vfvm run that must fail; records its status, its
+# number of stderr lines and the last one.
+err() {
+  tag=$1; shift
+  st=0
+  vfvm run -c 1 -m 128M -l com1,stdio -s 0,hostbridge "$@" \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "console=ttyS0 quiet" e \
+    </dev/null >/dev/null 2>/tmp/err.txt || st=$?
+  marker "host.err.$tag" "$st $(wc -l </tmp/err.txt) $(tail -n 1 /tmp/err.txt)"
+}
+driver_of() { basename "$(readlink "/sys/bus/pci/devices/$1/driver")"; }
+"#;
+
+fn testbed() -> Testbed {
+    Testbed::new().memory_mib(2048).file("guest.sh", GUEST)
+}
+
+fn check_ping(run: &Run, tag: &str, slot: &str, mac: Option<&str>) {
+    let key = |k: &str| format!("{tag}.s{slot}.{k}");
+    assert_eq!(
+        run.marker(&key("dev")),
+        Some("8086:10ca igbvf"),
+        "{tag}: guest 0000:00:{slot}.0"
+    );
+    if let Some(mac) = mac {
+        assert_eq!(run.marker(&key("mac")), Some(mac), "{tag}");
+    }
+    assert_eq!(run.marker(&key("loss")), Some("0"), "{tag}: ping loss");
+    // The guest powered off (bhyve status 1), it did not crash or hang.
+    assert_eq!(run.marker(&format!("host.{tag}.status")), Some("1"));
+}
+
+/// One VF with `mac=`; then two VFs (slot 5 the same VF again, slot 6 in
+/// Linux-address form, no `mac=`); then slot 6's VF alone again without
+/// `mac=`: each works after the previous vfvm exited, and the MAC vfvm
+/// chose for it stays the same.
+#[test]
+fn vf_pings_pf_two_vfs_and_reuse_with_stable_mac() {
+    let run = testbed()
+        .scenario(&format!(
+            r#"{HOST_HELPERS}
+            pf_up
+            make_vfs 2
+            bind_vfio "$(vf_bdf 0)" >/dev/null
+            bind_vfio "$(vf_bdf 1)" >/dev/null
+            marker host.vf1_mac_before "$(ip link show $(pf_if) | sed -n 's/.*vf 1 .*link\/ether \([0-9a-f:]*\).*/\1/p')"
+            vm one "" -s 5:0,passthru,1/16/0,mac=aa:88:44:00:02:01
+            vm two "" -s 5:0,passthru,1/16/0,mac=aa:88:44:00:02:01 -s 6:0,passthru,0000:01:10.2
+            vm again "" -s 6:0,passthru,0000:01:10.2
+            marker host.vf0_driver "$(driver_of $(vf_bdf 0))"
+            "#
+        ))
+        .timeout(Duration::from_secs(280))
+        .run()
+        .unwrap();
+    check_ping(&run, "one", "05", Some("aa:88:44:00:02:01"));
+    check_ping(&run, "two", "05", Some("aa:88:44:00:02:01"));
+    check_ping(&run, "two", "06", None);
+    check_ping(&run, "again", "06", None);
+    let first = run.marker("two.s06.mac").unwrap();
+    let second = run.marker("again.s06.mac").unwrap();
+    assert_eq!(first, second, "MAC of a VF without mac= across runs");
+    // The VF had no MAC, so the one the guest saw is vfvm's stable
+    // locally administered one, not a random one from the guest driver.
+    assert_eq!(run.marker("host.vf1_mac_before"), Some("00:00:00:00:00:00"));
+    let octet0 = u8::from_str_radix(&first[..2], 16).unwrap();
+    assert_eq!(octet0 & 0b11, 0b10, "locally administered unicast: {first}");
+    assert_eq!(run.marker("host.vf0_driver"), Some("vfio-pci"));
+}
+
+/// `vlan=`/`spoofchk=` on the PF while a VM runs; the same VF refused to a
+/// second VM meanwhile; `managed` takes a VF from the host's igbvf and gives
+/// it back; and each refusal is one line naming the device and the fix,
+/// with status 4 and the host unchanged.
+#[test]
+fn vf_settings_managed_and_errors() {
+    let run = testbed()
+        .scenario(&format!(
+            r#"{HOST_HELPERS}
+            pf_up
+            make_vfs 3
+            bind_vfio "$(vf_bdf 0)" >/dev/null
+            pf=$(pf_if)
+            marker host.vf0_before "$(ip link show $pf | grep 'vf 0 ')"
+            vm bg hold -s 5:0,passthru,1/16/0,vlan=42,spoofchk=off >/tmp/bg.log 2>&1 &
+            bg=$!
+            wait_for 90 "grep -q '@@bg.up=' /tmp/vm-bg.log" || marker host.bg_timeout yes
+            marker host.vf0_during "$(ip link show $pf | grep 'vf 0 ')"
+            err inuse -s 5:0,passthru,1/16/0
+            wait $bg || true
+            cat /tmp/bg.log
+
+            vf2=$(vf_bdf 2)
+            bind_igbvf "$vf2"
+            marker host.vf2_before "$(driver_of $vf2)"
+            vm mg "" -s 5:0,passthru,$vf2,managed
+            marker host.vf2_after "$(driver_of $vf2)"
+
+            err notfound -s 5:0,passthru,0000:01:1f.0
+            err driver -s 5:0,passthru,$vf2
+            marker host.vf2_after_err "$(driver_of $vf2)"
+            err notvf -s 5:0,passthru,0000:01:00.0,mac=aa:88:44:00:02:09
+            marker host.pf_after "$(driver_of $PF) $(cat /sys/class/net/$pf/carrier) $(cat /sys/class/net/$pf/address)"
+            err slot -s 5:0,passthru,1/16/0 -s 5:0,passthru,1/16/2
+            chmod 666 /dev/kvm
+            st=0
+            # Root has CAP_IPC_LOCK, which makes the limit moot: run as nobody.
+            (ulimit -l 1024; exec chpst -u 65534:65534 vfvm run -c 1 -m 512M -l com1,stdio \
+              --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline quiet m) \
+              </dev/null >/dev/null 2>/tmp/err.txt || st=$?
+            marker host.err.memlock "$st $(wc -l </tmp/err.txt) $(tail -n 1 /tmp/err.txt)"
+            "#
+        ))
+        .timeout(Duration::from_secs(280))
+        .run()
+        .unwrap();
+
+    // While the VM ran, the PF showed the VF's VLAN and spoof checking.
+    let during = run.marker("host.vf0_during").unwrap();
+    assert!(during.contains("vlan 42"), "{during}");
+    assert!(during.contains("spoof checking off"), "{during}");
+    let before = run.marker("host.vf0_before").unwrap();
+    assert!(!before.contains("vlan 42"), "{before}");
+    assert!(before.contains("spoof checking on"), "{before}");
+    assert_eq!(run.marker("bg.up"), Some("yes"));
+    assert_eq!(run.marker("host.bg.status"), Some("1"));
+
+    // managed: from igbvf to the guest and back.
+    assert_eq!(run.marker("host.vf2_before"), Some("igbvf"));
+    check_ping(&run, "mg", "05", None);
+    assert_eq!(run.marker("host.vf2_after"), Some("igbvf"));
+
+    let error = |tag: &str, device: &str, fix: &str| {
+        let line = run.marker(&format!("host.err.{tag}")).unwrap();
+        let (status_lines, msg) = line.split_at(4);
+        assert_eq!(status_lines, "4 1 ", "{tag}: status 4, one line: {line}");
+        assert!(msg.starts_with("vfvm: error: "), "{tag}: {line}");
+        assert!(msg.contains(device), "{tag}: names {device}: {line}");
+        assert!(msg.contains(fix), "{tag}: says {fix:?}: {line}");
+    };
+    error("inuse", "0000:01:10.0", "in use by another VM");
+    error("notfound", "0000:01:1f.0", "no such PCI device");
+    error(
+        "driver",
+        "0000:01:10.4",
+        "bound to igbvf, not vfio-pci: add `managed`",
+    );
+    error("driver", "0000:01:10.4", "drivers_probe");
+    error("notvf", "0000:01:00.0", "not an SR-IOV VF");
+    error("notvf", "0000:01:00.0", "remove it");
+    error("slot", "5:0", "already used");
+    error("memlock", "", "RLIMIT_MEMLOCK");
+    // Refusals change nothing: the igbvf VF stays bound, the PF keeps its
+    // driver, link and MAC.
+    assert_eq!(run.marker("host.vf2_after_err"), Some("igbvf"));
+    let pf = run.marker("host.pf_after").unwrap();
+    assert!(pf.starts_with("igb 1 "), "{pf}");
+    assert!(!pf.contains("aa:88:44:00:02:09"), "{pf}");
+}
