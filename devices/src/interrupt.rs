@@ -61,3 +61,67 @@ pub trait InterruptManager: Send + Sync {
     /// nowhere and disconnected.
     fn msi_vectors(&self, count: usize) -> io::Result<std::sync::Arc<dyn MsiVectors>>;
 }
+
+/// Test doubles for devices' interrupt use.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::{InterruptManager, MsiMessage, MsiVectors};
+
+    /// MSI vectors that record what a device asked of them.
+    pub(crate) struct FakeVectors {
+        pub(crate) events: Vec<EventFd>,
+        pub(crate) log: Mutex<Vec<String>>,
+    }
+
+    impl FakeVectors {
+        pub(crate) fn new(n: usize) -> Arc<Self> {
+            Arc::new(FakeVectors {
+                events: (0..n)
+                    .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
+                    .collect(),
+                log: Mutex::new(Vec::new()),
+            })
+        }
+
+        pub(crate) fn take_log(&self) -> Vec<String> {
+            std::mem::take(&mut self.log.lock().unwrap())
+        }
+    }
+
+    impl MsiVectors for FakeVectors {
+        fn len(&self) -> usize {
+            self.events.len()
+        }
+        fn set_route(&self, v: usize, m: MsiMessage) -> io::Result<()> {
+            let entry = format!("route {v} {:#x} {:#x}", m.address, m.data);
+            self.log.lock().unwrap().push(entry);
+            Ok(())
+        }
+        fn set_enabled(&self, v: usize, on: bool) -> io::Result<()> {
+            self.log.lock().unwrap().push(format!("enable {v} {on}"));
+            Ok(())
+        }
+        fn notifier(&self, v: usize) -> Option<&EventFd> {
+            self.events.get(v)
+        }
+    }
+
+    /// Hands out [`FakeVectors`] groups and keeps the last for inspection.
+    #[derive(Default)]
+    pub(crate) struct FakeInterrupts {
+        pub(crate) last: Mutex<Option<Arc<FakeVectors>>>,
+    }
+
+    impl InterruptManager for FakeInterrupts {
+        fn msi_vectors(&self, count: usize) -> io::Result<Arc<dyn MsiVectors>> {
+            let v = FakeVectors::new(count);
+            *self.last.lock().unwrap() = Some(v.clone());
+            Ok(v)
+        }
+    }
+}

@@ -193,51 +193,9 @@ impl Msix {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use std::io;
-    use std::sync::Mutex;
-    use vmm_sys_util::eventfd::EventFd;
-
-    /// Records what a device asked of its vectors.
-    pub(crate) struct FakeVectors {
-        pub(crate) events: Vec<EventFd>,
-        pub(crate) log: Mutex<Vec<String>>,
-    }
-
-    impl FakeVectors {
-        pub(crate) fn new(n: usize) -> Arc<Self> {
-            Arc::new(FakeVectors {
-                events: (0..n)
-                    .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-                    .collect(),
-                log: Mutex::new(Vec::new()),
-            })
-        }
-        pub(crate) fn take_log(&self) -> Vec<String> {
-            std::mem::take(&mut self.log.lock().unwrap())
-        }
-    }
-
-    impl MsiVectors for FakeVectors {
-        fn len(&self) -> usize {
-            self.events.len()
-        }
-        fn set_route(&self, v: usize, m: MsiMessage) -> io::Result<()> {
-            self.log
-                .lock()
-                .unwrap()
-                .push(format!("route {v} {:#x} {:#x}", m.address, m.data));
-            Ok(())
-        }
-        fn set_enabled(&self, v: usize, on: bool) -> io::Result<()> {
-            self.log.lock().unwrap().push(format!("enable {v} {on}"));
-            Ok(())
-        }
-        fn notifier(&self, v: usize) -> Option<&EventFd> {
-            self.events.get(v)
-        }
-    }
+    use crate::interrupt::testing::FakeVectors;
 
     fn w(m: &mut Msix, off: u64, v: u32) {
         m.write_table(off, &v.to_le_bytes());

@@ -130,7 +130,7 @@ impl Msi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vfio::tests::FakeVectors;
+    use crate::interrupt::testing::FakeVectors;
 
     #[test]
     fn layout_follows_the_capability_format() {

@@ -8,61 +8,9 @@ use vmm_sys_util::tempfile::TempFile;
 
 use super::host::{HostFunction, IrqKind, Mmap, RegionInfo};
 use super::{Error, VfioPciDevice};
-use crate::interrupt::{InterruptManager, MsiMessage, MsiVectors};
+use crate::interrupt::testing::{FakeInterrupts, FakeVectors};
+use crate::interrupt::MsiVectors;
 use crate::pci::{BarMove, BarPart, PciDevice};
-
-/// Records what a device asked of its vectors.
-pub(crate) struct FakeVectors {
-    events: Vec<EventFd>,
-    log: Mutex<Vec<String>>,
-}
-
-impl FakeVectors {
-    pub(crate) fn new(n: usize) -> Arc<Self> {
-        Arc::new(FakeVectors {
-            events: (0..n)
-                .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
-                .collect(),
-            log: Mutex::new(Vec::new()),
-        })
-    }
-
-    pub(crate) fn take_log(&self) -> Vec<String> {
-        std::mem::take(&mut self.log.lock().unwrap())
-    }
-}
-
-impl MsiVectors for FakeVectors {
-    fn len(&self) -> usize {
-        self.events.len()
-    }
-    fn set_route(&self, v: usize, m: MsiMessage) -> io::Result<()> {
-        let entry = format!("route {v} {:#x} {:#x}", m.address, m.data);
-        self.log.lock().unwrap().push(entry);
-        Ok(())
-    }
-    fn set_enabled(&self, v: usize, on: bool) -> io::Result<()> {
-        self.log.lock().unwrap().push(format!("enable {v} {on}"));
-        Ok(())
-    }
-    fn notifier(&self, v: usize) -> Option<&EventFd> {
-        self.events.get(v)
-    }
-}
-
-/// Hands out one [`FakeVectors`] and keeps it for inspection.
-#[derive(Default)]
-struct FakeIrq {
-    last: Mutex<Option<Arc<FakeVectors>>>,
-}
-
-impl InterruptManager for FakeIrq {
-    fn msi_vectors(&self, count: usize) -> io::Result<Arc<dyn MsiVectors>> {
-        let v = FakeVectors::new(count);
-        *self.last.lock().unwrap() = Some(v.clone());
-        Ok(v)
-    }
-}
 
 /// A host function with byte arrays for regions and a log of VFIO calls.
 struct FakeHost {
@@ -171,7 +119,7 @@ fn igb_vf() -> (
     Arc<FakeVectors>,
 ) {
     let (fake, log) = host(igb_vf_config(), [0x4000, 0, 0, 0x4000, 0, 0]);
-    let irq = FakeIrq::default();
+    let irq = FakeInterrupts::default();
     let dev = VfioPciDevice::with_host("0000:01:10.0".to_string(), fake, &irq).unwrap();
     let vectors = irq.last.lock().unwrap().clone().unwrap();
     assert_eq!(take(&log), ["reset"]);
@@ -248,7 +196,7 @@ fn header_hides_rom_and_intx() {
         regions[7][0x30..0x34].copy_from_slice(&[0x01, 0x00, 0x0f, 0xfe]);
         regions[7][0x3c..0x3e].copy_from_slice(&[0x0a, 0x01]);
     }
-    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeIrq::default()).unwrap();
+    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default()).unwrap();
     assert_eq!(d.read_config(0x30 / 4), 0, "no expansion ROM");
     assert_eq!(d.read_config(0x3c / 4) & 0xffff, 0, "pin 0, line ours");
     d.write_config(0x3c / 4, 0, &[0x0b]);
@@ -314,7 +262,7 @@ fn msi_is_hidden_behind_msix() {
     c[MSIX_CAP + 1] = 0x50;
     c[0x50..0x52].copy_from_slice(&[0x05, PCIE_CAP as u8]);
     let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeIrq::default()).unwrap();
+    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default()).unwrap();
     assert_eq!(d.read_config(MSIX_CAP / 4) >> 8 & 0xff, PCIE_CAP as u32);
 }
 
@@ -324,7 +272,7 @@ fn msi_only_device_gets_emulated_msi() {
     // Replace MSI-X by a 64-bit MSI capability with one vector.
     c[MSIX_CAP..MSIX_CAP + 12].copy_from_slice(&[0x05, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let (fake, log) = host(c, [0x4000, 0, 0, 0, 0, 0]);
-    let irq = FakeIrq::default();
+    let irq = FakeInterrupts::default();
     let mut d = VfioPciDevice::with_host("x".into(), fake, &irq).unwrap();
     let vectors = irq.last.lock().unwrap().clone().unwrap();
     take(&log);
@@ -345,7 +293,8 @@ fn errors_name_the_device() {
     let mut c = igb_vf_config();
     c[0x06] = 0; // no capabilities at all
     let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeIrq::default()) else {
+    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeInterrupts::default())
+    else {
         panic!("a device without MSI must be refused");
     };
     assert!(matches!(e, Error::NoMsi { .. }));
@@ -354,7 +303,8 @@ fn errors_name_the_device() {
     let mut c = igb_vf_config();
     c[MSIX_CAP + 4] = 0x02; // table in BAR2, which does not exist
     let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeIrq::default()) else {
+    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeInterrupts::default())
+    else {
         panic!("a misplaced table must be refused");
     };
     assert_eq!(

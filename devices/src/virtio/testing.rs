@@ -1,16 +1,15 @@
 //! Test helpers: a driver-side split queue in guest memory, temporary disk
 //! images and fake interrupts.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::{fs, io};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
-use vmm_sys_util::eventfd::EventFd;
 
-use crate::interrupt::{InterruptManager, MsiMessage, MsiVectors};
+pub(crate) use crate::interrupt::testing::FakeInterrupts;
 use crate::virtio::VirtioInterrupt;
 
 pub const MEM_SIZE: usize = 1 << 20;
@@ -137,46 +136,5 @@ pub struct CountingInterrupt(pub Mutex<Vec<usize>>);
 impl VirtioInterrupt for CountingInterrupt {
     fn signal_queue(&self, queue: usize) {
         self.0.lock().unwrap().push(queue);
-    }
-}
-
-/// MSI vectors that record what they are asked.
-pub struct FakeVectors {
-    pub events: Vec<EventFd>,
-    pub log: Mutex<Vec<String>>,
-}
-
-impl MsiVectors for FakeVectors {
-    fn len(&self) -> usize {
-        self.events.len()
-    }
-    fn set_route(&self, v: usize, m: MsiMessage) -> io::Result<()> {
-        let msg = format!("route {v} {:#x} {:#x}", m.address, m.data);
-        self.log.lock().unwrap().push(msg);
-        Ok(())
-    }
-    fn set_enabled(&self, v: usize, on: bool) -> io::Result<()> {
-        self.log.lock().unwrap().push(format!("enable {v} {on}"));
-        Ok(())
-    }
-    fn notifier(&self, v: usize) -> Option<&EventFd> {
-        self.events.get(v)
-    }
-}
-
-/// Hands out one [`FakeVectors`] group and keeps it for inspection.
-#[derive(Default)]
-pub struct FakeInterrupts(pub Mutex<Option<Arc<FakeVectors>>>);
-
-impl InterruptManager for FakeInterrupts {
-    fn msi_vectors(&self, count: usize) -> io::Result<Arc<dyn MsiVectors>> {
-        let v = Arc::new(FakeVectors {
-            events: (0..count)
-                .map(|_| EventFd::new(libc::EFD_NONBLOCK))
-                .collect::<io::Result<_>>()?,
-            log: Mutex::new(Vec::new()),
-        });
-        *self.0.lock().unwrap() = Some(v.clone());
-        Ok(v)
     }
 }

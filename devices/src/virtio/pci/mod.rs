@@ -504,7 +504,7 @@ mod tests {
         // Unmask MSI-X entry 1 (the queue's vector).
         f.dev
             .write_bar(0, MSIX_TABLE_OFFSET + 16 + 12, &0u32.to_le_bytes());
-        let vectors = f.irqs.0.lock().unwrap().clone().unwrap();
+        let vectors = f.irqs.last.lock().unwrap().clone().unwrap();
         assert!(vectors
             .log
             .lock()
@@ -548,7 +548,7 @@ mod tests {
         f.init(false);
         let needs_reset = VIRTIO_CONFIG_S_NEEDS_RESET as u8;
         assert_eq!(f.status(), INIT | FEATURES_OK | DRIVER_OK | needs_reset);
-        let vectors = f.irqs.0.lock().unwrap().clone().unwrap();
+        let vectors = f.irqs.last.lock().unwrap().clone().unwrap();
         // init() reset the config vector; nothing could be raised.
         assert!(vectors.events[0].read().is_err());
         f.w(STATUS, &[0]);
