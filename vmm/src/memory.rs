@@ -20,8 +20,12 @@ const CAP_IPC_LOCK: u32 = 14;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// RLIMIT_MEMLOCK is below what must be locked.
-    #[error("cannot lock {needed} of guest memory: RLIMIT_MEMLOCK is {limit}; run `ulimit -l unlimited` (or raise memlock in /etc/security/limits.conf) before vfvm, or run it with CAP_IPC_LOCK")]
-    MemlockLimit { needed: Size, limit: Size },
+    #[error("cannot lock {needed} of guest memory{why}: RLIMIT_MEMLOCK is {limit}; run `ulimit -l unlimited` (or raise memlock in /etc/security/limits.conf) before vfvm, or run it with CAP_IPC_LOCK")]
+    MemlockLimit {
+        needed: Size,
+        limit: Size,
+        why: &'static str,
+    },
     /// Not enough free 2 MiB pages.
     #[error("--hugepages: need {needed} free 2 MiB pages for {size} of guest memory, {free} are free; add them with `echo {total} > /proc/sys/vm/nr_hugepages`")]
     HugePages {
@@ -74,8 +78,13 @@ pub struct GuestRam {
     pub reserve_time: Duration,
 }
 
-/// Checks the host's limits for `size` bytes of guest RAM.
-pub fn check_limits(size: u64, hugepages: bool) -> Result<(), Error> {
+/// Why a passthrough VM locks its memory twice.
+const DMA_TWICE: &str = " (twice the guest's: pages locked by vfvm are pinned again for VF DMA, and the kernel counts both)";
+
+/// Checks the host's limits for `size` bytes of guest RAM. With
+/// `dma_pinned` (a VF is passed through), VFIO pins every page once more,
+/// and the kernel counts those pins against RLIMIT_MEMLOCK too.
+pub fn check_limits(size: u64, hugepages: bool, dma_pinned: bool) -> Result<(), Error> {
     if hugepages {
         if !size.is_multiple_of(HUGE_PAGE) {
             return Err(Error::HugePageMultiple(Size(size)));
@@ -100,13 +109,23 @@ pub fn check_limits(size: u64, hugepages: bool) -> Result<(), Error> {
         }
     }
     if !has_cap_ipc_lock() {
-        let limit = memlock_limit();
-        if limit < size {
-            return Err(Error::MemlockLimit {
-                needed: Size(size),
-                limit: Size(limit),
-            });
-        }
+        check_memlock(size, dma_pinned, memlock_limit())?;
+    }
+    Ok(())
+}
+
+fn check_memlock(size: u64, dma_pinned: bool, limit: u64) -> Result<(), Error> {
+    let (needed, why) = if dma_pinned {
+        (size.saturating_mul(2), DMA_TWICE)
+    } else {
+        (size, "")
+    };
+    if limit < needed {
+        return Err(Error::MemlockLimit {
+            needed: Size(needed),
+            limit: Size(limit),
+            why,
+        });
     }
     Ok(())
 }
@@ -241,19 +260,29 @@ mod tests {
     #[test]
     fn hugepage_size_must_be_a_multiple() {
         assert!(matches!(
-            check_limits(3 << 20, true),
+            check_limits(3 << 20, true, false),
             Err(Error::HugePageMultiple(_))
         ));
     }
 
     #[test]
     fn the_error_names_the_limit_and_the_fix() {
-        let e = Error::MemlockLimit {
-            needed: Size(512 << 20),
-            limit: Size(64 << 10),
-        };
+        let e = check_memlock(512 << 20, false, 64 << 10).unwrap_err();
         let s = e.to_string();
         assert!(s.contains("RLIMIT_MEMLOCK is 64 KiB") && s.contains("ulimit -l unlimited"));
+    }
+
+    #[test]
+    fn passthrough_needs_the_limit_twice() {
+        assert!(check_memlock(512 << 20, false, 512 << 20).is_ok());
+        let e = check_memlock(512 << 20, true, 512 << 20).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("cannot lock 1 GiB") && s.contains("VF DMA"),
+            "{s}"
+        );
+        assert!(check_memlock(512 << 20, true, 1 << 30).is_ok());
+        assert!(check_memlock(512 << 20, true, u64::MAX).is_ok());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use kvm_ioctls::Kvm;
 use log::info;
 
 use crate::api_server::{ApiSocket, VmView};
-use crate::config::{ConsoleConfig, VmConfig};
+use crate::config::{ConsoleConfig, DeviceConfig, VmConfig};
 use crate::console::{ConsoleInput, TerminalGuard};
 use crate::exit::{ExitSignal, VmExit};
 use crate::memory::{self, Size};
@@ -99,7 +99,11 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
     if ncpus > max {
         return Err(Error::TooManyVcpus { asked: ncpus, max });
     }
-    memory::check_limits(cfg.memory.size, cfg.memory.hugepages)?;
+    let passthrough = cfg
+        .slots
+        .iter()
+        .any(|s| matches!(s.device, DeviceConfig::Passthru(_)));
+    memory::check_limits(cfg.memory.size, cfg.memory.hugepages, passthrough)?;
     // Before the host changes: a socket in use fails the run at once.
     let api = cfg
         .api_socket
