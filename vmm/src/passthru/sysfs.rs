@@ -40,16 +40,6 @@ impl Sysfs {
         self.device_dir(addr).is_dir()
     }
 
-    /// Vendor and device IDs.
-    pub fn ids(&self, addr: &str) -> io::Result<(u16, u16)> {
-        let read = |name: &str| -> io::Result<u16> {
-            let text = fs::read_to_string(self.device_dir(addr).join(name))?;
-            let hex = text.trim().trim_start_matches("0x");
-            u16::from_str_radix(hex, 16).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-        };
-        Ok((read("vendor")?, read("device")?))
-    }
-
     /// The driver bound to the device, if any.
     pub fn driver(&self, addr: &str) -> Option<String> {
         link_name(&self.device_dir(addr).join("driver"))
@@ -229,7 +219,6 @@ mod tests {
         let f = tree();
         let s = Sysfs::new(&f.root);
         assert!(s.exists(VF) && !s.exists("0000:02:00.0"));
-        assert_eq!(s.ids(VF).unwrap(), (0x8086, 0x10ca));
         assert_eq!(s.driver(VF).as_deref(), Some("igbvf"));
         assert_eq!(s.driver("0000:01:10.0"), None);
         assert!(s.iommu_enabled());
