@@ -8,8 +8,10 @@ use vfvm_tests::Testbed;
 
 const GUEST_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
-/// Counts its ticks on the console until the VM is stopped from outside.
+/// Reads its disk, then counts its ticks on the console until the VM is
+/// stopped from outside.
 const GUEST: &str = r#"
+dd if=/dev/vda of=/dev/null bs=4k count=64 2>/dev/null
 i=0
 while :; do
   i=$((i + 1))
@@ -29,7 +31,8 @@ fn ctl_info_counters_pause_resume_shutdown() {
             io_out() {{ vfvm ctl --api-sock /tmp/api.sock counters | sed -n 's/.*"io_out": \([0-9]*\).*/\1/p'; }}
             state() {{ vfvm ctl --api-sock /tmp/api.sock info | sed -n 's/^  "state": "\([a-z]*\)".*/\1/p'; }}
             guest_initrd g /guest.sh >/dev/null
-            vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge -s 31,lpc \
+            dd if=/dev/zero of=/tmp/d.img bs=1M count=4 2>/dev/null
+            vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge -s 4,virtio-blk,/tmp/d.img -s 31,lpc \
               --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "{GUEST_CMDLINE}" \
               --api-sock /tmp/api.sock apivm &
             pid=$!
@@ -43,6 +46,7 @@ fn ctl_info_counters_pause_resume_shutdown() {
             marker host.name "$(sed -n 's/^  "name": "\(.*\)",$/\1/p' /tmp/info.json)"
             marker host.state0 "$(state)"
             marker host.io_out0 "$(io_out)"
+            marker host.disk_reads "$(vfvm ctl --api-sock /tmp/api.sock counters | tr -d ' \n' | sed -n 's/.*"blk@4:0":{{[^}}]*"read_bytes":\([0-9]*\).*/\1/p')"
             s=0; vfvm ctl --api-sock /tmp/api.sock resume 2>/tmp/err || s=$?
             marker host.resume_running "$s $(cat /tmp/err)"
 
@@ -77,6 +81,8 @@ fn ctl_info_counters_pause_resume_shutdown() {
     assert_eq!(m("host.name"), "apivm");
     assert_eq!(m("host.state0"), "running");
     let io0: u64 = m("host.io_out0").parse().unwrap();
+    let disk_reads: u64 = m("host.disk_reads").parse().unwrap();
+    assert!(disk_reads >= 64 * 4096, "blk@4:0 read_bytes {disk_reads}");
     assert!(io0 > 0, "io_out {io0}");
     let resume = m("host.resume_running");
     assert!(

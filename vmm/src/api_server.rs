@@ -23,6 +23,7 @@ use crate::config::VmConfig;
 use crate::counters::ExitCounters;
 use crate::exit::{ExitSignal, VmExit};
 use crate::vcpu::{PauseState, VcpuThread};
+use devices::virtio::block::{BlockMetrics, BlockMetricsSnapshot};
 
 /// How long `vm.pause` waits for every vCPU to leave KVM_RUN.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -73,6 +74,20 @@ impl Drop for ApiSocket {
     }
 }
 
+/// A disk's counters as the API reports them.
+fn disk_counters(m: &BlockMetricsSnapshot) -> serde_json::Value {
+    serde_json::json!({
+        "requests": m.requests,
+        "read_bytes": m.read_bytes,
+        "write_bytes": m.write_bytes,
+        "flushes": m.flushes,
+        "discards": m.discards,
+        "write_zeroes": m.write_zeroes,
+        "errors": m.errors,
+        "unsupported": m.unsupported,
+    })
+}
+
 /// What the API may see and do of a running VM.
 pub struct VmView {
     /// The configuration, as `vm.info` shows it.
@@ -81,6 +96,8 @@ pub struct VmView {
     pub memory_reserve_time: Duration,
     /// Userspace exit counters.
     pub counters: Arc<ExitCounters>,
+    /// Each disk's counters, by name (`blk@SLOT:FUNCTION`).
+    pub disks: Vec<(String, Arc<BlockMetrics>)>,
     /// Stops the VM.
     pub exit: Arc<ExitSignal>,
     /// Pauses the vCPUs.
@@ -114,7 +131,11 @@ impl ApiHandler {
             ApiRequest::Counters => Ok(ApiResponse::Counters(VmCounters {
                 exits: serde_json::to_value(vm.counters.snapshot())
                     .map_err(|e| ApiError::Internal(format!("cannot encode counters: {e}")))?,
-                devices: Default::default(),
+                devices: vm
+                    .disks
+                    .iter()
+                    .map(|(name, m)| (name.clone(), disk_counters(&m.snapshot())))
+                    .collect(),
             })),
             ApiRequest::Pause => {
                 if vm.pause.is_paused() {

@@ -225,6 +225,7 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
                 config: cfg.clone(),
                 memory_reserve_time: ram.reserve_time,
                 counters: vm.counters.clone(),
+                disks: slot_devices.disk_metrics.clone(),
                 exit: vm.exit.clone(),
                 pause: pause.clone(),
                 vcpus: threads.clone(),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use devices::pci::{HostBridge, IsaBridge, SharedPciDevice};
 use devices::vfio::VfioPciDevice;
-use devices::virtio::block::{Block, BlockConfig, BlockHandler};
+use devices::virtio::block::{Block, BlockConfig, BlockHandler, BlockMetrics};
 use devices::virtio::pci::VirtioPciDevice;
 use event_manager::MutEventSubscriber;
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
@@ -163,6 +163,8 @@ pub struct SlotDevices {
     pub subscribers: Vec<Arc<Mutex<dyn MutEventSubscriber + Send>>>,
     /// The VFIO container, while any VF is passed through.
     pub vfio: Option<Arc<VfioContainer>>,
+    /// Each disk's counters, named `blk@SLOT:FUNCTION`.
+    pub disk_metrics: Vec<(String, Arc<BlockMetrics>)>,
 }
 
 /// Builds every `-s` function and places it on `pci`.
@@ -177,6 +179,7 @@ pub fn add_slot_devices(
     let mut out = SlotDevices {
         subscribers: Vec::new(),
         vfio: None,
+        disk_metrics: Vec::new(),
     };
     if !cfg.slots.iter().any(|s| s.slot == 0 && s.function == 0) {
         // A PC without a host bridge at 00.0 confuses guests; bhyve users
@@ -193,6 +196,8 @@ pub fn add_slot_devices(
                     continue;
                 };
                 out.subscribers.push(Arc::new(Mutex::new(handler)));
+                out.disk_metrics
+                    .push((format!("blk@{slot}:{function}"), block.metrics()));
                 let pci_dev = VirtioPciDevice::new(Box::new(block), vm.memory.clone(), &irq)
                     .map_err(|source| Error::Virtio {
                         slot,
