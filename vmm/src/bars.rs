@@ -6,7 +6,7 @@
 //! reaches the hardware with no exit; `Notify` parts become ioeventfds.
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use devices::bus::{Bus, BusDevice};
 use devices::pci::{BarMapper, BarPart, SharedPciDevice};
@@ -58,16 +58,31 @@ fn trapped_ranges(size: u64, parts: &[BarPart]) -> Vec<(u64, u64)> {
 }
 
 /// KVM-backed BAR placement.
+///
+/// It holds the MMIO bus weakly: the bus holds the PCI root (its ECAM
+/// window), which holds this mapper, and a strong reference would make a
+/// cycle that keeps every PCI device alive after the VM ends, so a VF's
+/// VFIO device would never be released and could not go back to its driver.
 pub struct KvmBarMapper {
     vm: Arc<kvm_ioctls::VmFd>,
-    mmio: Arc<Bus>,
+    mmio: Weak<Bus>,
     slots: Arc<Mutex<MemorySlots>>,
 }
 
 impl KvmBarMapper {
     /// A mapper adding to `mmio` and the VM's memory slots.
-    pub fn new(vm: Arc<kvm_ioctls::VmFd>, mmio: Arc<Bus>, slots: Arc<Mutex<MemorySlots>>) -> Self {
-        KvmBarMapper { vm, mmio, slots }
+    pub fn new(vm: Arc<kvm_ioctls::VmFd>, mmio: &Arc<Bus>, slots: Arc<Mutex<MemorySlots>>) -> Self {
+        KvmBarMapper {
+            vm,
+            mmio: Arc::downgrade(mmio),
+            slots,
+        }
+    }
+
+    fn mmio(&self) -> io::Result<Arc<Bus>> {
+        self.mmio
+            .upgrade()
+            .ok_or_else(|| io::Error::other("the VM's MMIO bus is gone"))
     }
 }
 
@@ -80,14 +95,14 @@ impl BarMapper for KvmBarMapper {
         size: u64,
         parts: &[BarPart],
     ) -> io::Result<()> {
+        let mmio = self.mmio()?;
         for (off, len) in trapped_ranges(size, parts) {
             let region = BarRegion {
                 device: device.clone(),
                 bar,
                 base_offset: off,
             };
-            self.mmio
-                .insert(Arc::new(Mutex::new(region)), base + off, len)
+            mmio.insert(Arc::new(Mutex::new(region)), base + off, len)
                 .map_err(io::Error::other)?;
         }
         for part in parts {
@@ -113,8 +128,9 @@ impl BarMapper for KvmBarMapper {
     }
 
     fn unmap(&self, base: u64, size: u64, parts: &[BarPart]) -> io::Result<()> {
+        let mmio = self.mmio()?;
         for (off, _) in trapped_ranges(size, parts) {
-            self.mmio.remove(base + off).map_err(io::Error::other)?;
+            mmio.remove(base + off).map_err(io::Error::other)?;
         }
         for part in parts {
             match part {

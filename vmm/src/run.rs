@@ -312,8 +312,9 @@ impl MutEventSubscriber for ExitWake {
     }
 }
 
-/// SIGTERM, SIGINT and SIGHUP stop the VM in order (devices released, the
-/// terminal restored) instead of killing vfvm.
+/// While the VM runs, SIGTERM, SIGINT and SIGHUP stop it in order (devices
+/// released, the terminal restored) instead of killing vfvm. Once it has
+/// stopped they kill vfvm again, so a teardown that hangs can be ended.
 mod termination {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicI32, Ordering};
@@ -324,6 +325,7 @@ mod termination {
     use crate::exit::{ExitSignal, VmExit};
 
     static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+    const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
     extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
         let fd = WAKE_FD.load(Ordering::Relaxed);
@@ -345,7 +347,7 @@ mod termination {
         let event = vmm_sys_util::eventfd::EventFd::new(0).ok()?;
         let watch = event.try_clone().ok()?;
         WAKE_FD.store(event.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for sig in SIGNALS {
             if let Err(e) = register_signal_handler(sig, on_signal) {
                 log::warn!("cannot handle signal {sig}: {e}");
             }
@@ -363,5 +365,16 @@ mod termination {
             _event: event,
             _watcher: watcher,
         })
+    }
+
+    impl Drop for Installed {
+        fn drop(&mut self) {
+            WAKE_FD.store(-1, Ordering::Relaxed);
+            for sig in SIGNALS {
+                // SAFETY: restores the default disposition; no handler of
+                // ours runs afterwards.
+                unsafe { libc::signal(sig, libc::SIG_DFL) };
+            }
+        }
     }
 }

@@ -115,7 +115,7 @@ impl Vm {
     pub fn bar_mapper(&self) -> Arc<KvmBarMapper> {
         Arc::new(KvmBarMapper::new(
             self.fd.clone(),
-            self.mmio.clone(),
+            &self.mmio,
             self.slots.clone(),
         ))
     }

@@ -129,20 +129,22 @@ fn write_sysfs(path: &Path, value: &str) -> io::Result<()> {
 }
 
 impl Drop for PassthruGuard {
-    /// Gives a `managed` device back to its driver: clear driver_override,
-    /// unbind from vfio-pci, reprobe.
+    /// Gives a `managed` device back to its driver: unbind from vfio-pci,
+    /// then probe with driver_override naming the original driver (a VF is
+    /// only probed with an override while `sriov_drivers_autoprobe` is 0),
+    /// then clear the override.
     fn drop(&mut self) {
         let Some(driver) = &self.rebound else {
             return;
         };
         let d = &self.device;
-        let mut steps = vec![
-            (self.sysfs.driver_override(d), "\n".to_string()),
-            (self.sysfs.unbind(VFIO_PCI), d.clone()),
-        ];
-        if driver.is_some() {
+        let override_path = self.sysfs.driver_override(d);
+        let mut steps = vec![(self.sysfs.unbind(VFIO_PCI), d.clone())];
+        if let Some(drv) = driver {
+            steps.push((override_path.clone(), drv.clone()));
             steps.push((self.sysfs.drivers_probe(), d.clone()));
         }
+        steps.push((override_path, "\n".to_string()));
         let name = driver.as_deref().unwrap_or("no driver");
         for (path, value) in steps {
             if let Err(e) = write_sysfs(&path, &value) {
@@ -303,32 +305,13 @@ pub fn prepare(
     };
     let lock = lock(&device, &host.lock_dir)?;
 
-    // Changes.
-    let mut mac = None;
-    if let (Some((_, netdev, index)), Some(current)) = (&vf, current) {
-        let wanted = match cfg.mac {
-            Some(m) => Some(m.octets()),
-            None if current.mac == [0; 6] => Some(stable_mac(place.vm, place.slot, place.function)),
-            None => None,
-        };
-        mac = Some(wanted.unwrap_or(current.mac));
-        let change = VfChange {
-            mac: wanted.filter(|m| *m != current.mac),
-            vlan: cfg.vlan.filter(|v| *v != current.vlan),
-            spoofchk: cfg.spoofchk.filter(|s| current.spoofchk != Some(*s)),
-            trust: cfg.trust.filter(|t| current.trust != Some(*t)),
-        };
-        if !change.is_empty() {
-            host.vf_control
-                .set(netdev, *index, &change)
-                .map_err(netlink_err(netdev, *index))?;
-        }
-    }
+    // Changes. The VF leaves its host driver first, so that driver never
+    // sees its MAC or VLAN change under it.
     let mut guard = PassthruGuard {
         device: d(),
         sysfs: sysfs.clone(),
         rebound: None,
-        mac,
+        mac: None,
         _lock: lock,
     };
     if needs_rebind {
@@ -355,6 +338,29 @@ pub fn prepare(
             "{device}: bound to vfio-pci (was {})",
             driver.as_deref().unwrap_or("unbound")
         );
+    }
+    if let (Some((_, netdev, index)), Some(current)) = (&vf, current) {
+        let wanted = match cfg.mac {
+            Some(m) => Some(m.octets()),
+            None if current.mac == [0; 6] => Some(stable_mac(place.vm, place.slot, place.function)),
+            None => None,
+        };
+        let mac = wanted.unwrap_or(current.mac);
+        guard.mac = Some(mac);
+        let change = VfChange {
+            // Always set, even when unchanged: only a MAC the PF set
+            // administratively is taken by the VF's driver; otherwise the
+            // guest's driver picks a random one at every boot.
+            mac: Some(mac),
+            vlan: cfg.vlan.filter(|v| *v != current.vlan),
+            spoofchk: cfg.spoofchk.filter(|s| current.spoofchk != Some(*s)),
+            trust: cfg.trust.filter(|t| current.trust != Some(*t)),
+        };
+        if !change.is_empty() {
+            host.vf_control
+                .set(netdev, *index, &change)
+                .map_err(netlink_err(netdev, *index))?;
+        }
     }
     Ok(guard)
 }
@@ -441,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn ready_vf_gets_its_settings_and_keeps_its_mac() {
+    fn ready_vf_gets_its_settings_and_keeps_its_mac_administratively() {
         let f = tree(Some("vfio-pci"));
         let vf = FakeVf::default();
         vf.state.borrow_mut().mac = [2, 0, 0, 0, 0, 1];
@@ -455,7 +461,8 @@ mod tests {
         assert_eq!(
             *change,
             VfChange {
-                mac: None,
+                // Set again so that it is administratively set.
+                mac: Some([2, 0, 0, 0, 0, 1]),
                 vlan: Some(5),
                 spoofchk: Some(true),
                 trust: Some(false)
