@@ -19,10 +19,14 @@ make_vfs 1
 bind_vfio "$(vf_bdf 0)" >/dev/null
 guest_initrd demo /demo-guest.sh >/dev/null
 set -x
+status=0
 vfvm run -c 2 -m 512M -l com1,stdio -s 0,hostbridge \
   -s 5:0,passthru,1/16/0,mac=aa:88:44:00:02:01 \
   --kernel /guest/vmlinuz --initrd /tmp/demo.img \
-  --cmdline "console=ttyS0 quiet panic=-1" demo
+  --cmdline "console=ttyS0 quiet panic=-1" demo || status=$?
+set +x
+# bhyve's exit status: 1 means the guest powered off.
+marker host.vfvm_status $status
 "#;
 
 fn main() -> ExitCode {
@@ -34,7 +38,10 @@ fn main() -> ExitCode {
         .timeout(Duration::from_secs(300))
         .run();
     match run {
-        Ok(run) if run.marker("guest.loss") == Some("0") => {
+        Ok(run)
+            if run.marker("guest.loss") == Some("0")
+                && run.marker("host.vfvm_status") == Some("1") =>
+        {
             println!(
                 "demo: ok, the guest pinged the PF through its VF ({:?})",
                 run.elapsed()
