@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use log::{error, warn};
 use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
-use virtio_queue::{DescriptorChain, Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -65,7 +65,17 @@ impl BlockHandler {
                 used = true;
             }
             match queue.enable_notification(&*mem) {
-                Ok(true) => continue,
+                // More entries arrived, or the driver published an index we
+                // cannot take (more than the queue holds): the latter would
+                // spin this thread forever, so a broken ring is left alone
+                // until the driver resets the device.
+                Ok(true) => match queue.iter(&*mem) {
+                    Ok(_) => continue,
+                    Err(e) => {
+                        warn!("virtio-blk: ignoring a broken available ring: {e}");
+                        break;
+                    }
+                },
                 Ok(false) => break,
                 Err(e) => {
                     warn!("virtio-blk: {e}");
@@ -207,7 +217,8 @@ mod tests {
     use super::*;
     use crate::virtio::block::{Block, BlockConfig, Error};
     use crate::virtio::testing::{
-        memory, CountingInterrupt, Driver, TempFile, VIRTQ_DESC_F_WRITE as W,
+        memory, CountingInterrupt, Driver, TempFile, AVAIL_RING, QUEUE_SIZE,
+        VIRTQ_DESC_F_WRITE as W,
     };
     use crate::virtio::VirtioDevice;
 
@@ -279,6 +290,27 @@ mod tests {
             assert_eq!(id, u32::from(head));
             (self.mem.read_obj(GuestAddress(STATUS)).unwrap(), len)
         }
+    }
+
+    #[test]
+    fn a_broken_avail_index_does_not_spin_the_event_thread() {
+        let file = TempFile::with_bytes(&[0; 4096]);
+        let mut s = setup(config(file.path()));
+        // More entries published than the queue holds.
+        s.mem
+            .write_obj(QUEUE_SIZE + 1, GuestAddress(AVAIL_RING + 2))
+            .unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            s.handler.process_queue();
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .is_ok(),
+            "process_queue spun on a broken ring"
+        );
     }
 
     #[test]
