@@ -323,3 +323,33 @@ fn config_region_reads_are_bounded() {
         "crosses the dword"
     );
 }
+
+#[test]
+fn random_guest_accesses_never_panic() {
+    // Whatever the guest does to config space and the trapped BAR pieces,
+    // in any order and width, vfvm keeps running.
+    let (mut d, _, _) = igb_vf();
+    let mut state: u64 = 0x0f10;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    for _ in 0..20_000 {
+        let len = [1usize, 2, 4, 8, 3, 0][(next() % 6) as usize];
+        let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let mut buf = vec![0u8; len];
+        let bar = (next() % 7) as usize;
+        let off = next() % 0x5000;
+        match next() % 4 {
+            0 => d.read_bar(bar, off, &mut buf),
+            1 => d.write_bar(bar, off, &data),
+            _ => {
+                let reg = (next() % 1100) as usize;
+                let _ = d.read_config(reg);
+                let _ = d.write_config(reg, next() % 6, &data[..len.min(4)]);
+            }
+        }
+    }
+}
