@@ -131,7 +131,10 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
     vm.add_power()?;
     let (serial, input_ready) = vm.add_com1(console_output(cfg)?)?;
 
-    let phys_bits = host_phys_bits(&kvm);
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(Error::Kvm)?;
+    let phys_bits = phys_bits(&supported);
     let mmio64 = layout::mmio64_window(cfg.memory.size, phys_bits);
     let mut pci = PciBuilder::new(
         vm.bar_mapper(),
@@ -165,9 +168,6 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
         },
     )?;
 
-    let supported = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(Error::Kvm)?;
     vcpu::install_kick_handler().map_err(|source| Error::Vcpu { index: 0, source })?;
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(PauseState::default());
@@ -284,15 +284,12 @@ fn topology(cfg: &VmConfig) -> arch::cpuid::Topology {
 }
 
 /// Physical address bits the guest can use, from CPUID 0x8000_0008.
-fn host_phys_bits(kvm: &Kvm) -> u8 {
-    kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .ok()
-        .and_then(|c| {
-            c.as_slice()
-                .iter()
-                .find(|e| e.function == 0x8000_0008)
-                .map(|e| (e.eax & 0xff) as u8)
-        })
+fn phys_bits(supported: &kvm_bindings::CpuId) -> u8 {
+    supported
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0008)
+        .map(|e| (e.eax & 0xff) as u8)
         .filter(|&b| b >= 36)
         .unwrap_or(36)
 }
