@@ -141,10 +141,26 @@ const BOOT_PROTOCOL_2_06: u16 = 0x0206;
 const PAGE_SIZE: u64 = 0x1000;
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 
+/// The kernel image formats we boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KernelFormat {
+pub enum KernelFormat {
+    /// An ELF vmlinux.
     Elf,
+    /// A bzImage.
     BzImage,
+}
+
+/// How many leading bytes of an image [`kernel_format`] looks at.
+pub const KERNEL_HEAD_LEN: usize = HDRS_OFFSET as usize + 4;
+
+/// Tells an ELF vmlinux from a bzImage by the magic numbers in the first
+/// [`KERNEL_HEAD_LEN`] bytes of the image; `None` for anything else.
+pub fn kernel_format(head: &[u8]) -> Option<KernelFormat> {
+    if head.starts_with(&ELF_MAGIC) {
+        return Some(KernelFormat::Elf);
+    }
+    let hdrs = head.get(HDRS_OFFSET as usize..KERNEL_HEAD_LEN)?;
+    (hdrs == HDRS_MAGIC.to_le_bytes()).then_some(KernelFormat::BzImage)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -154,22 +170,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
-/// Tells an ELF vmlinux from a bzImage by their magic numbers.
-fn kernel_format(path: &Path, file: &mut File) -> Result<Option<KernelFormat>> {
-    let mut magic = [0u8; 4];
+/// The format of the image in `file`.
+fn file_format(path: &Path, file: &mut File) -> Result<Option<KernelFormat>> {
+    let mut head = Vec::with_capacity(KERNEL_HEAD_LEN);
     file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    if file.read_exact(&mut magic).is_err() {
-        return Ok(None);
-    }
-    if magic == ELF_MAGIC {
-        return Ok(Some(KernelFormat::Elf));
-    }
-    file.seek(SeekFrom::Start(HDRS_OFFSET))
+    file.take(KERNEL_HEAD_LEN as u64)
+        .read_to_end(&mut head)
         .map_err(io_err(path))?;
-    if file.read_exact(&mut magic).is_err() {
-        return Ok(None);
-    }
-    Ok((u32::from_le_bytes(magic) == HDRS_MAGIC).then_some(KernelFormat::BzImage))
+    Ok(kernel_format(&head))
 }
 
 /// The kernel as loaded: its setup header, entry point and end.
@@ -187,7 +195,7 @@ fn load_kernel_image<M: GuestMemoryBackend>(mem: &M, path: &Path) -> Result<Load
         path: path.to_path_buf(),
         source,
     };
-    match kernel_format(path, &mut file)? {
+    match file_format(path, &mut file)? {
         Some(KernelFormat::Elf) => {
             let res = Elf::load(mem, None, &mut file, Some(HIMEM_START)).map_err(load_err)?;
             let hdr = setup_header {
@@ -340,6 +348,17 @@ pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, cfg: &KernelConfig) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_format_reads_the_magic_numbers() {
+        let mut bz = vec![0u8; KERNEL_HEAD_LEN];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert_eq!(kernel_format(&bz), Some(KernelFormat::BzImage));
+        assert_eq!(kernel_format(b"\x7fELF\x02"), Some(KernelFormat::Elf));
+        assert_eq!(kernel_format(&bz[..0x204]), None, "cut short");
+        assert_eq!(kernel_format(&[0u8; KERNEL_HEAD_LEN]), None);
+        assert_eq!(kernel_format(&[]), None);
+    }
     use crate::layout::MIB;
     use std::io::Write;
     use vm_memory::GuestMemoryMmap;

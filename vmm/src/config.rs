@@ -230,17 +230,20 @@ impl VmConfig {
     }
 }
 
-/// Looks at the first bytes of the kernel: an ELF vmlinux starts with
-/// "\x7fELF", a bzImage has "HdrS" at 0x202. The loader checks the rest.
+/// Looks at the first bytes of the kernel with the loader's own format
+/// check (`arch::boot::kernel_format`); the loader checks the rest.
 fn check_kernel_format(path: &Path) -> Result<(), String> {
-    let mut head = Vec::with_capacity(0x206);
+    let mut head = Vec::with_capacity(arch::boot::KERNEL_HEAD_LEN);
     File::open(path)
-        .and_then(|f| f.take(0x206).read_to_end(&mut head))
+        .and_then(|f| {
+            f.take(arch::boot::KERNEL_HEAD_LEN as u64)
+                .read_to_end(&mut head)
+        })
         .map_err(|e| format!("cannot read: {e}"))?;
     if head.is_empty() {
         return Err("empty file (use a bzImage or an ELF vmlinux)".to_string());
     }
-    if head.starts_with(b"\x7fELF") || head.get(0x202..0x206) == Some(b"HdrS") {
+    if arch::boot::kernel_format(&head).is_some() {
         Ok(())
     } else {
         Err("not a Linux kernel (neither a bzImage nor an ELF vmlinux)".to_string())
