@@ -2,7 +2,7 @@
 //! host bridge.
 //!
 //! Tables, all in `[ACPI_START, ACPI_END)` (the legacy BIOS area, where
-//! Linux would also scan for the RSDP):
+//! Linux would also scan for the RSDP; SMBIOS follows it):
 //!
 //! - RSDP (revision 2) at [`ACPI_START`] -> XSDT -> FADT, MADT, MCFG;
 //! - FADT (revision 6.5, 276 bytes): `HW_REDUCED_ACPI | RESET_REG_SUP`,
@@ -10,15 +10,23 @@
 //!   byte I/O port `pm_port` (see [`crate::layout::PM_PORT`]), `X_DSDT`.
 //!   No FACS: hardware-reduced platforms need none;
 //! - DSDT: `\_SB.PCI0` (PNP0A08/PNP0A03, segment 0, bus 0, CF8 ports,
-//!   32- and 64-bit MMIO windows), `\_SB.MBRD` (PNP0C02 reserving the
-//!   ECAM, which Linux wants before trusting MCFG), `\_SB.COM1` (PNP0501)
-//!   and `\_S5_` with SLP_TYP [`PM_S5_SLP_TYP`];
+//!   the I/O window and 32- and 64-bit MMIO windows, `_PRT` routing each
+//!   slot's INTx pins to IOAPIC pins by [`pci_intx_gsi`]), `\_SB.MBRD`
+//!   (PNP0C02 reserving the ECAM, which Linux wants before trusting MCFG),
+//!   `\_SB.COM1` (PNP0501), `\_SB.RTC0` (PNP0B00, see [`rtc_device`]),
+//!   `\_SB.GED0` (ACPI0013, see [`GedConfig`]), `\_SB.PWRB` (PNP0C0C),
+//!   with PCI hotplug (see [`PciHotplugConfig`]) `\_SB.PHPR` and a device
+//!   per hot-pluggable slot under `\_SB.PCI0`, and `\_S5_` with SLP_TYP
+//!   [`PM_S5_SLP_TYP`];
 //! - MADT: LAPIC address, PCAT_COMPAT, one enabled Processor Local APIC per
 //!   vCPU (APIC IDs from [`Topology::apic_id`]), the IOAPIC, IRQ0 -> GSI2
 //!   override and LINT1 as NMI on all processors;
 //! - MCFG: the ECAM of segment 0, buses 0..=[`ECAM_LAST_BUS`].
 
-use acpi_tables::aml::{self, AddressSpace, AddressSpaceCacheable, EISAName, Interrupt, Path, IO};
+use acpi_tables::aml::{
+    self, AddressSpace, AddressSpaceCacheable, EISAName, FieldAccessType, FieldEntry,
+    FieldLockRule, FieldUpdateRule, Interrupt, OpRegionSpace, Path, IO,
+};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace as GasSpace, GAS};
 use acpi_tables::mcfg::MCFG;
@@ -30,8 +38,9 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::cpuid::Topology;
 use crate::layout::{
-    ACPI_END, ACPI_START, COM1_IRQ, COM1_PORT, ECAM_LAST_BUS, IOAPIC_START, LAPIC_START,
-    PCI_CONFIG_PORT, PCI_CONFIG_PORT_SIZE, PM_RESET_VALUE, PM_S5_SLP_TYP,
+    pci_intx_gsi, ACPI_END, ACPI_START, COM1_IRQ, COM1_PORT, ECAM_LAST_BUS, IOAPIC_START,
+    LAPIC_START, PCI_CONFIG_PORT, PCI_CONFIG_PORT_SIZE, PM_RESET_VALUE, PM_S5_SLP_TYP, RTC_IRQ,
+    RTC_PORT, RTC_PORT_SIZE,
 };
 
 /// Errors of the ACPI table construction.
@@ -61,8 +70,49 @@ pub enum Error {
 /// Result of this module.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What `\_SB.GED0._EVT` does when a status bit is set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GedAction {
+    /// `Notify(\_SB.PWRB, 0x80)`: the power button was pressed.
+    PowerButton,
+    /// `\_SB.PHPR.PSCN()`: PCI slots changed; each slot to check or to
+    /// eject is notified (needs [`AcpiConfig::pci_hotplug`]).
+    PciSlots,
+}
+
+/// ACPI PCI hotplug on bus 0, as QEMU and Cloud Hypervisor do it.
+///
+/// `\_SB.PHPR` holds the controller's registers (`PCIU` slots up, `PCID`
+/// slots down, `B0EJ` eject, `PRES` present; see `devices::acpi::pcihp`)
+/// and the methods the slots call: `PCEJ(slot)` ejects, `PSTA(slot)` is a
+/// slot's `_STA`, and `PSCN()` (the GED's action) runs `\_SB.PCI0.PCNT`,
+/// which notifies each slot of `PCIU` with 1 (device check) and each of
+/// `PCID` with 3 (eject request). Each slot is `\_SB.PCI0.Snnn` with
+/// `_ADR`, `_SUN` (the slot number), `_STA` and `_EJ0`: what Linux's
+/// acpiphp looks for.
+#[derive(Clone, Debug)]
+pub struct PciHotplugConfig {
+    /// Guest address of the controller's four 32-bit registers.
+    pub register: GuestAddress,
+    /// The hot-pluggable slots (1..=31).
+    pub slots: Vec<u8>,
+}
+
+/// The ACPI Generic Event Device: where its status register is, its
+/// interrupt, and which status bit means what. `_EVT` reads the register
+/// once (the read clears it) and runs the action of every bit set.
+#[derive(Clone, Debug)]
+pub struct GedConfig {
+    /// Guest address of the 32-bit status register.
+    pub register: GuestAddress,
+    /// Its GSI (edge-triggered, active high).
+    pub irq: u32,
+    /// (status bit mask, action), one entry per event.
+    pub events: Vec<(u32, GedAction)>,
+}
+
 /// What the ACPI tables describe.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AcpiConfig {
     /// Number of vCPUs (the first `num_cpus` of `topology`).
     pub num_cpus: u32,
@@ -70,12 +120,18 @@ pub struct AcpiConfig {
     pub topology: Topology,
     /// ECAM base and size (1 MiB per bus).
     pub ecam: (GuestAddress, u64),
+    /// PCI I/O port window (base, size), for I/O BARs.
+    pub io: (u16, u16),
     /// PCI 32-bit MMIO window.
     pub mmio32: (GuestAddress, u64),
     /// PCI 64-bit MMIO window (omitted from `_CRS` if its size is 0).
     pub mmio64: (GuestAddress, u64),
     /// The ACPI power-management port (reset, sleep control and status).
     pub pm_port: u16,
+    /// The Generic Event Device.
+    pub ged: GedConfig,
+    /// PCI hotplug, if the VM has it.
+    pub pci_hotplug: Option<PciHotplugConfig>,
 }
 
 const OEM_ID: [u8; 6] = *b"VFVM  ";
@@ -139,6 +195,7 @@ fn dsdt(cfg: &AcpiConfig) -> Result<Vec<u8>> {
         (m32_end - 1) as u32,
         None,
     );
+    let io = pci_io_window(cfg.io)?;
     let (m64, m64_size) = cfg.mmio64;
     let mem64 = (m64_size > 0).then(|| {
         AddressSpace::new_memory(
@@ -149,25 +206,29 @@ fn dsdt(cfg: &AcpiConfig) -> Result<Vec<u8>> {
             None,
         )
     });
-    let mut pci_res: Vec<&dyn Aml> = vec![&bus, &cf8, &mem32];
+    let mut pci_res: Vec<&dyn Aml> = vec![&bus, &cf8, &io, &mem32];
     if let Some(mem64) = &mem64 {
         pci_res.push(mem64);
     }
     let pci_crs = aml::ResourceTemplate::new(pci_res);
     let mut body = Vec::new();
-    aml::Device::new(
-        Path::new("_SB_.PCI0"),
-        vec![
-            &aml::Name::new(Path::new("_HID"), &EISAName::new("PNP0A08")),
-            &aml::Name::new(Path::new("_CID"), &EISAName::new("PNP0A03")),
-            &aml::Name::new(Path::new("_ADR"), &aml::ZERO),
-            &aml::Name::new(Path::new("_SEG"), &aml::ZERO),
-            &aml::Name::new(Path::new("_UID"), &aml::ZERO),
-            &aml::Name::new(Path::new("_BBN"), &aml::ZERO),
-            &aml::Name::new(Path::new("_CRS"), &pci_crs),
-        ],
-    )
-    .to_aml_bytes(&mut body);
+    let hid = aml::Name::new(Path::new("_HID"), &EISAName::new("PNP0A08"));
+    let cid = aml::Name::new(Path::new("_CID"), &EISAName::new("PNP0A03"));
+    let adr = aml::Name::new(Path::new("_ADR"), &aml::ZERO);
+    let seg = aml::Name::new(Path::new("_SEG"), &aml::ZERO);
+    let uid = aml::Name::new(Path::new("_UID"), &aml::ZERO);
+    let bbn = aml::Name::new(Path::new("_BBN"), &aml::ZERO);
+    let crs = aml::Name::new(Path::new("_CRS"), &pci_crs);
+    let prt = aml::Name::new(Path::new("_PRT"), &pci_interrupt_routing());
+    let slots = cfg.pci_hotplug.as_ref().map(pci_slots);
+    let mut pci0: Vec<&dyn Aml> = vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs, &prt];
+    if let Some(slots) = &slots {
+        pci0.push(slots);
+    }
+    aml::Device::new(Path::new("_SB_.PCI0"), pci0).to_aml_bytes(&mut body);
+    if let Some(hp) = &cfg.pci_hotplug {
+        body.extend(pci_hotplug_controller(hp.register));
+    }
 
     let ecam_res = aml::Memory32Fixed::new(false, ecam.0 as u32, (ecam_end - ecam.0) as u32);
     let mbrd_crs = aml::ResourceTemplate::new(vec![&ecam_res]);
@@ -181,15 +242,14 @@ fn dsdt(cfg: &AcpiConfig) -> Result<Vec<u8>> {
     )
     .to_aml_bytes(&mut body);
 
-    let com1_io = IO::new(COM1_PORT, COM1_PORT, 1, 8);
-    let com1_irq = Interrupt::new(true, true, false, false, COM1_IRQ);
-    let com1_crs = aml::ResourceTemplate::new(vec![&com1_io, &com1_irq]);
+    isa_device(&mut body, "_SB_.COM1", "PNP0501", (COM1_PORT, 8), COM1_IRQ);
+    rtc_device(&mut body);
+    body.extend(ged(&cfg.ged));
     aml::Device::new(
-        Path::new("_SB_.COM1"),
+        Path::new("_SB_.PWRB"),
         vec![
-            &aml::Name::new(Path::new("_HID"), &EISAName::new("PNP0501")),
+            &aml::Name::new(Path::new("_HID"), &EISAName::new("PNP0C0C")),
             &aml::Name::new(Path::new("_UID"), &aml::ZERO),
-            &aml::Name::new(Path::new("_CRS"), &com1_crs),
         ],
     )
     .to_aml_bytes(&mut body);
@@ -207,6 +267,290 @@ fn dsdt(cfg: &AcpiConfig) -> Result<Vec<u8>> {
     );
     dsdt.append_slice(&body);
     Ok(dsdt.as_slice().to_vec())
+}
+
+/// Value of `Notify` for a button press (ACPI 6.5 table 5.193: "button
+/// pressed" for PNP0C0C).
+const NOTIFY_BUTTON_PRESSED: u8 = 0x80;
+
+/// `\_SB.GED0`: `_HID` ACPI0013, its interrupt in `_CRS`, the status
+/// register as field `GDAT`, and `_EVT`:
+/// `Local0 = GDAT; If ((Local0 & bit) == bit) { action } ...`.
+fn ged(cfg: &GedConfig) -> Vec<u8> {
+    let irq = Interrupt::new(true, true, false, false, cfg.irq);
+    let crs = aml::ResourceTemplate::new(vec![&irq]);
+    let region = aml::OpRegion::new(
+        Path::new("GDST"),
+        OpRegionSpace::SystemMemory,
+        &cfg.register.0,
+        &4u32,
+    );
+    let field = aml::Field::new(
+        Path::new("GDST"),
+        FieldAccessType::DWord,
+        FieldLockRule::NoLock,
+        FieldUpdateRule::WriteAsZeroes,
+        vec![FieldEntry::Named(*b"GDAT", 32)],
+    );
+    let gdat = Path::new("GDAT");
+    let read = aml::Store::new(&aml::Local(0), &gdat);
+    let pwrb = Path::new("\\_SB_.PWRB");
+    let power_button = aml::Notify::new(&pwrb, &NOTIFY_BUTTON_PRESSED);
+    let pci_scan = aml::MethodCall::new(Path::new("\\_SB_.PHPR.PSCN"), vec![]);
+    let masks: Vec<aml::And> = cfg
+        .events
+        .iter()
+        .map(|(bit, _)| aml::And::new(&aml::Local(1), &aml::Local(0), bit))
+        .collect();
+    let tests: Vec<aml::Equal> = cfg
+        .events
+        .iter()
+        .map(|(bit, _)| aml::Equal::new(&aml::Local(1), bit))
+        .collect();
+    let ifs: Vec<aml::If> = cfg
+        .events
+        .iter()
+        .zip(&tests)
+        .map(|((_, action), test)| {
+            let run: &dyn Aml = match action {
+                GedAction::PowerButton => &power_button,
+                GedAction::PciSlots => &pci_scan,
+            };
+            aml::If::new(test, vec![run])
+        })
+        .collect();
+    let mut evt_body: Vec<&dyn Aml> = vec![&read];
+    for (mask, test) in masks.iter().zip(&ifs) {
+        evt_body.push(mask);
+        evt_body.push(test);
+    }
+    let evt = aml::Method::new(Path::new("_EVT"), 1, true, evt_body);
+    aml_bytes(&aml::Device::new(
+        Path::new("_SB_.GED0"),
+        vec![
+            &aml::Name::new(Path::new("_HID"), &"ACPI0013"),
+            &aml::Name::new(Path::new("_UID"), &aml::ZERO),
+            &aml::Name::new(Path::new("_CRS"), &crs),
+            &region,
+            &field,
+            &evt,
+        ],
+    ))
+}
+
+/// Length of the hotplug controller's registers.
+const PCIHP_LEN: u32 = 16;
+/// `Notify` values of ACPI 6.5 table 5.191: device check, eject request.
+const NOTIFY_DEVICE_CHECK: u8 = 1;
+const NOTIFY_EJECT_REQUEST: u8 = 3;
+
+/// `\_SB.PHPR`, the hotplug controller (see [`PciHotplugConfig`]).
+fn pci_hotplug_controller(register: GuestAddress) -> Vec<u8> {
+    let region = aml::OpRegion::new(
+        Path::new("PCST"),
+        OpRegionSpace::SystemMemory,
+        &register.0,
+        &PCIHP_LEN,
+    );
+    let field = aml::Field::new(
+        Path::new("PCST"),
+        FieldAccessType::DWord,
+        FieldLockRule::NoLock,
+        FieldUpdateRule::WriteAsZeroes,
+        vec![
+            FieldEntry::Named(*b"PCIU", 32),
+            FieldEntry::Named(*b"PCID", 32),
+            FieldEntry::Named(*b"B0EJ", 32),
+            FieldEntry::Named(*b"PRES", 32),
+        ],
+    );
+    let lock = || aml::Acquire::new(Path::new("BLCK"), 0xffff);
+    let unlock = || aml::Release::new(Path::new("BLCK"));
+    // Local0 = 1 << slot.
+    let slot_bit = aml::ShiftLeft::new(&aml::Local(0), &aml::ONE, &aml::Arg(0));
+    // PCEJ(slot): B0EJ = 1 << slot.
+    let (lock_ej, unlock_ej) = (lock(), unlock());
+    let (b0ej, pres) = (Path::new("B0EJ"), Path::new("PRES"));
+    let store_ej = aml::Store::new(&b0ej, &aml::Local(0));
+    let pcej = aml::Method::new(
+        Path::new("PCEJ"),
+        1,
+        true,
+        vec![&slot_bit, &lock_ej, &store_ej, &unlock_ej],
+    );
+    // PSTA(slot): 0xf if PRES has the slot, else 0.
+    let (lock_sta, unlock_sta) = (lock(), unlock());
+    let present = aml::And::new(&aml::Local(1), &pres, &aml::Local(0));
+    let is_present = aml::Equal::new(&aml::Local(1), &aml::Local(0));
+    let all = 0xfu8;
+    let ret_present = aml::Return::new(&all);
+    let if_present = aml::If::new(&is_present, vec![&ret_present]);
+    let ret_absent = aml::Return::new(&aml::ZERO);
+    let psta = aml::Method::new(
+        Path::new("PSTA"),
+        1,
+        true,
+        vec![
+            &slot_bit,
+            &lock_sta,
+            &present,
+            &unlock_sta,
+            &if_present,
+            &ret_absent,
+        ],
+    );
+    // PSCN(): the GED's action.
+    let (lock_scn, unlock_scn) = (lock(), unlock());
+    let pcnt = aml::MethodCall::new(Path::new("\\_SB_.PCI0.PCNT"), vec![]);
+    let pscn = aml::Method::new(
+        Path::new("PSCN"),
+        0,
+        true,
+        vec![&lock_scn, &pcnt, &unlock_scn],
+    );
+    let mem = aml::Memory32Fixed::new(true, register.0 as u32, PCIHP_LEN);
+    let crs = aml::ResourceTemplate::new(vec![&mem]);
+    aml_bytes(&aml::Device::new(
+        Path::new("_SB_.PHPR"),
+        vec![
+            &aml::Name::new(Path::new("_HID"), &EISAName::new("PNP0A06")),
+            &aml::Name::new(Path::new("_UID"), &"PCI Hotplug Controller"),
+            &aml::Name::new(Path::new("_STA"), &0x0bu8),
+            &aml::Name::new(Path::new("_CRS"), &crs),
+            &aml::Mutex::new(Path::new("BLCK"), 0),
+            &region,
+            &field,
+            &pcej,
+            &psta,
+            &pscn,
+        ],
+    ))
+}
+
+/// The slot devices and `PCNT`/`DVNT` under `\_SB.PCI0`, as AML bytes.
+struct PciSlots(Vec<u8>);
+
+impl Aml for PciSlots {
+    fn to_aml_bytes(&self, sink: &mut dyn acpi_tables::AmlSink) {
+        sink.vec(&self.0);
+    }
+}
+
+/// A slot's device name: `S` and its number in three digits.
+fn slot_name(slot: u8) -> String {
+    format!("S{slot:03}")
+}
+
+fn pci_slots(hp: &PciHotplugConfig) -> PciSlots {
+    let mut bytes = Vec::new();
+    for &slot in &hp.slots {
+        let number = u32::from(slot);
+        let adr = number << 16;
+        let sta_call = aml::MethodCall::new(Path::new("\\_SB_.PHPR.PSTA"), vec![&number]);
+        let sta_ret = aml::Return::new(&sta_call);
+        let ej_call = aml::MethodCall::new(Path::new("\\_SB_.PHPR.PCEJ"), vec![&number]);
+        aml::Device::new(
+            Path::new(&slot_name(slot)),
+            vec![
+                &aml::Name::new(Path::new("_ADR"), &adr),
+                &aml::Name::new(Path::new("_SUN"), &number),
+                &aml::Method::new(Path::new("_STA"), 0, false, vec![&sta_ret]),
+                &aml::Method::new(Path::new("_EJ0"), 1, false, vec![&ej_call]),
+            ],
+        )
+        .to_aml_bytes(&mut bytes);
+    }
+    // DVNT(slots, value): Notify(Snnn, value) for each slot in the mask.
+    let names: Vec<(u32, Path)> = hp
+        .slots
+        .iter()
+        .map(|&s| (1u32 << s, Path::new(&slot_name(s))))
+        .collect();
+    let masks: Vec<aml::And> = names
+        .iter()
+        .map(|(mask, _)| aml::And::new(&aml::Local(0), &aml::Arg(0), mask))
+        .collect();
+    let tests: Vec<aml::Equal> = names
+        .iter()
+        .map(|(mask, _)| aml::Equal::new(&aml::Local(0), mask))
+        .collect();
+    let notifies: Vec<aml::Notify> = names
+        .iter()
+        .map(|(_, path)| aml::Notify::new(path, &aml::Arg(1)))
+        .collect();
+    let ifs: Vec<aml::If> = tests
+        .iter()
+        .zip(&notifies)
+        .map(|(test, notify)| aml::If::new(test, vec![notify]))
+        .collect();
+    let mut dvnt: Vec<&dyn Aml> = Vec::new();
+    for (mask, test) in masks.iter().zip(&ifs) {
+        dvnt.push(mask);
+        dvnt.push(test);
+    }
+    aml::Method::new(Path::new("DVNT"), 2, true, dvnt).to_aml_bytes(&mut bytes);
+    let (pciu, pcid) = (Path::new("\\_SB_.PHPR.PCIU"), Path::new("\\_SB_.PHPR.PCID"));
+    let up = aml::MethodCall::new(Path::new("DVNT"), vec![&pciu, &NOTIFY_DEVICE_CHECK]);
+    let down = aml::MethodCall::new(Path::new("DVNT"), vec![&pcid, &NOTIFY_EJECT_REQUEST]);
+    aml::Method::new(Path::new("PCNT"), 0, true, vec![&up, &down]).to_aml_bytes(&mut bytes);
+    PciSlots(bytes)
+}
+
+/// `\_SB.RTC0`: the CMOS RTC (PNP0B00) with its ports and IRQ 8, an
+/// edge-triggered, active-high GSI on the IOAPIC. Without it Linux's
+/// `rtc_cmos` falls back to a platform device whose legacy IRQ a
+/// hardware-reduced platform (no 8259) cannot give it, and fails.
+fn rtc_device(body: &mut Vec<u8>) {
+    isa_device(
+        body,
+        "_SB_.RTC0",
+        "PNP0B00",
+        (RTC_PORT, RTC_PORT_SIZE),
+        RTC_IRQ,
+    );
+}
+
+/// A legacy ISA device at `path` with `_HID` `hid`: its fixed I/O ports
+/// `(base, count)` and one edge-triggered, active-high, exclusive GSI.
+fn isa_device(body: &mut Vec<u8>, path: &str, hid: &str, ports: (u16, u16), irq: u32) {
+    let io = IO::new(ports.0, ports.0, 1, ports.1 as u8);
+    let irq = Interrupt::new(true, true, false, false, irq);
+    let crs = aml::ResourceTemplate::new(vec![&io, &irq]);
+    aml::Device::new(
+        Path::new(path),
+        vec![
+            &aml::Name::new(Path::new("_HID"), &EISAName::new(hid)),
+            &aml::Name::new(Path::new("_UID"), &aml::ZERO),
+            &aml::Name::new(Path::new("_CRS"), &crs),
+        ],
+    )
+    .to_aml_bytes(body);
+}
+
+/// The `WordIO` of the host bridge's I/O window, where I/O BARs go.
+fn pci_io_window((base, size): (u16, u16)) -> Result<AddressSpace<u16>> {
+    let last = base
+        .checked_add(size.wrapping_sub(1))
+        .filter(|_| size > 0)
+        .ok_or(Error::InvalidConfig(
+            "PCI I/O window empty or past port 0xffff",
+        ))?;
+    Ok(AddressSpace::new_io(base, last, None))
+}
+
+/// `_PRT` of bus 0: for each slot and INTx pin, a package
+/// `{ address (slot << 16 | 0xffff), pin (0 = INTA#), 0, GSI }` (a GSI
+/// source: the pins are the IOAPIC's, level-triggered and active low).
+fn pci_interrupt_routing() -> aml::PackageBuilder {
+    let mut table = aml::PackageBuilder::new();
+    for slot in 0..32u8 {
+        for pin in 0..4u8 {
+            let address = u32::from(slot) << 16 | 0xffff;
+            let gsi = pci_intx_gsi(slot, pin + 1);
+            table.add_element(&aml::Package::new(vec![&address, &pin, &aml::ZERO, &gsi]));
+        }
+    }
+    table
 }
 
 /// A one-byte I/O port register for a FADT GAS.
@@ -310,6 +654,21 @@ fn validate(cfg: &AcpiConfig) -> Result<()> {
             "ECAM size does not match the bus range",
         ));
     }
+    if let Some(hp) = &cfg.pci_hotplug {
+        if hp.slots.iter().any(|&s| !(1..32).contains(&s)) {
+            return Err(Error::InvalidConfig("hot-pluggable slots are 1..=31"));
+        }
+        let pci_slots = cfg
+            .ged
+            .events
+            .iter()
+            .any(|(_, a)| *a == GedAction::PciSlots);
+        if !pci_slots {
+            return Err(Error::InvalidConfig(
+                "PCI hotplug needs a GED event for PCI slots",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -362,7 +721,8 @@ pub fn create_acpi_tables<M: GuestMemoryBackend>(
 mod tests {
     use super::*;
     use crate::layout::{
-        mmio64_window, ECAM_SIZE, ECAM_START, GIB, MMIO32_SIZE, MMIO32_START, PM_PORT,
+        mmio64_window, ECAM_SIZE, ECAM_START, GED_IRQ, GED_START, GIB, MMIO32_SIZE, MMIO32_START,
+        PCIHP_START, PCI_IO_SIZE, PCI_IO_START, PM_PORT,
     };
     use vm_memory::GuestMemoryMmap;
 
@@ -371,9 +731,16 @@ mod tests {
             num_cpus,
             topology,
             ecam: (ECAM_START, ECAM_SIZE),
+            io: (PCI_IO_START, PCI_IO_SIZE),
             mmio32: (MMIO32_START, MMIO32_SIZE),
             mmio64: mmio64_window(8 * GIB, 46),
             pm_port: PM_PORT,
+            ged: GedConfig {
+                register: GED_START,
+                irq: GED_IRQ,
+                events: vec![(1, GedAction::PowerButton)],
+            },
+            pci_hotplug: None,
         }
     }
 
@@ -539,11 +906,25 @@ mod tests {
         let [_, dsdt, ..] = walk(&cfg);
         assert_eq!(dsdt[8], DSDT_REVISION);
         let aml = &dsdt[36..];
-        for name in [&b"PCI0"[..], b"_SEG", b"_BBN", b"_CID", b"MBRD", b"COM1"] {
+        for name in [
+            &b"PCI0"[..],
+            b"_SEG",
+            b"_BBN",
+            b"_CID",
+            b"MBRD",
+            b"COM1",
+            b"RTC0",
+        ] {
             assert!(contains(aml, name), "{}", String::from_utf8_lossy(name));
         }
-        // EISA IDs: PNP0A08, PNP0A03, PNP0C02, PNP0501.
-        for id in [0x080a_d041u32, 0x030a_d041, 0x020c_d041, 0x0105_d041] {
+        // EISA IDs: PNP0A08, PNP0A03, PNP0C02, PNP0501, PNP0B00.
+        for id in [
+            0x080a_d041u32,
+            0x030a_d041,
+            0x020c_d041,
+            0x0105_d041,
+            0x000b_d041,
+        ] {
             assert!(contains(aml, &id.to_le_bytes()), "{id:#x}");
         }
         // Name(_S5_, Package(1) { 5 }).
@@ -556,6 +937,9 @@ mod tests {
         assert!(contains(aml, &[0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8]));
         // Extended IRQ 4, consumer, edge, active high, exclusive.
         assert!(contains(aml, &[0x89, 6, 0, 0x03, 1, 4, 0, 0, 0]));
+        // The RTC: IO(Decode16, 0x70, 0x70, 1, 2) and extended IRQ 8.
+        assert!(contains(aml, &[0x47, 1, 0x70, 0, 0x70, 0, 1, 2]));
+        assert!(contains(aml, &[0x89, 6, 0, 0x03, 1, 8, 0, 0, 0]));
         // DWordMemory min/max of the 32-bit window, QWordMemory of the 64-bit one.
         let mut dword = 0xc000_0000u32.to_le_bytes().to_vec();
         dword.extend_from_slice(&0xdfff_ffffu32.to_le_bytes());
@@ -569,6 +953,136 @@ mod tests {
         ecam.extend_from_slice(&0xe000_0000u32.to_le_bytes());
         ecam.extend_from_slice(&0x10_0000u32.to_le_bytes());
         assert!(contains(aml, &ecam));
+    }
+
+    #[test]
+    fn ged_and_power_button() {
+        let mut cfg = config(1, flat(1));
+        cfg.ged.events.push((4, GedAction::PowerButton));
+        let [_, dsdt, ..] = walk(&cfg);
+        let aml = &dsdt[36..];
+        for name in [&b"GED0"[..], b"_EVT", b"GDST", b"GDAT", b"PWRB"] {
+            assert!(contains(aml, name), "{}", String::from_utf8_lossy(name));
+        }
+        // Name(_HID, "ACPI0013") and EISAID("PNP0C0C").
+        assert!(contains(aml, b"\x08_HID\x0dACPI0013\x00"));
+        assert!(contains(aml, &0x0c0c_d041u32.to_le_bytes()));
+        // Extended IRQ 9, consumer, edge, active high, exclusive.
+        assert!(contains(aml, &[0x89, 6, 0, 0x03, 1, 9, 0, 0, 0]));
+        // OperationRegion(GDST, SystemMemory, 0xfeb00000, 4).
+        let mut region = vec![0x5b, 0x80, b'G', b'D', b'S', b'T', 0, 0x0c];
+        region.extend_from_slice(&0xfeb0_0000u32.to_le_bytes());
+        region.extend_from_slice(&[0x0a, 4]);
+        assert!(contains(aml, &region));
+        // _EVT: one argument, serialized.
+        assert!(contains(aml, b"_EVT\x09"));
+        // Local0 = GDAT; per event: And(Local0, bit, Local1),
+        // If (LEqual(Local1, bit)) { Notify(\_SB.PWRB, 0x80) }.
+        assert!(contains(aml, b"\x70GDAT\x60"));
+        let notify = b"\x86\\\x2e_SB_PWRB\x0a\x80";
+        for bit in [1u8, 4] {
+            let bit_aml: &[u8] = if bit == 1 { &[0x01] } else { &[0x0a, 4] };
+            let mut and = vec![0x7b, 0x60];
+            and.extend_from_slice(bit_aml);
+            and.push(0x61);
+            assert!(contains(aml, &and), "And(Local0, {bit}, Local1)");
+            let mut test = vec![0x93, 0x61];
+            test.extend_from_slice(bit_aml);
+            test.extend_from_slice(notify);
+            assert!(contains(aml, &test), "If (Local1 == {bit}) Notify");
+        }
+    }
+
+    #[test]
+    fn pci_hotplug_slots_and_controller() {
+        let mut cfg = config(1, flat(1));
+        assert!(
+            !contains(&walk(&cfg)[1], b"PHPR"),
+            "no hotplug: no controller"
+        );
+        cfg.ged.events.push((2, GedAction::PciSlots));
+        cfg.pci_hotplug = Some(PciHotplugConfig {
+            register: PCIHP_START,
+            slots: vec![5, 6, 31],
+        });
+        let [_, dsdt, ..] = walk(&cfg);
+        let aml = &dsdt[36..];
+        for name in [
+            &b"PHPR"[..],
+            b"PCST",
+            b"PCIU",
+            b"PCID",
+            b"B0EJ",
+            b"PRES",
+            b"BLCK",
+            b"PCEJ",
+            b"PSTA",
+            b"PSCN",
+            b"PCNT",
+            b"DVNT",
+            b"S005",
+            b"S006",
+            b"S031",
+            b"_EJ0",
+            b"_SUN",
+        ] {
+            assert!(contains(aml, name), "{}", String::from_utf8_lossy(name));
+        }
+        assert!(!contains(aml, b"S007"), "only the slots asked for");
+        // OperationRegion(PCST, SystemMemory, 0xfeb01000, 16).
+        let mut region = vec![0x5b, 0x80, b'P', b'C', b'S', b'T', 0, 0x0c];
+        region.extend_from_slice(&0xfeb0_1000u32.to_le_bytes());
+        region.extend_from_slice(&[0x0a, 16]);
+        assert!(contains(aml, &region));
+        // Slot 6: Name(_ADR, 0x60000), Name(_SUN, 6).
+        assert!(contains(aml, b"\x08_ADR\x0c\x00\x00\x06\x00"));
+        assert!(contains(aml, b"\x08_SUN\x0a\x06"));
+        // _EJ0 calls \_SB.PHPR.PCEJ(6): one argument, not serialized.
+        assert!(contains(aml, b"_EJ0\x01\\/\x03_SB_PHPRPCEJ\x0a\x06"));
+        // _STA returns \_SB.PHPR.PSTA(6).
+        assert!(contains(aml, b"_STA\x00\xa4\\/\x03_SB_PHPRPSTA\x0a\x06"));
+        // DVNT: And(Arg0, 1 << 6, Local0), If (Local0 == 1 << 6) Notify(S006, Arg1).
+        assert!(contains(aml, b"\x7b\x68\x0a\x40\x60"));
+        assert!(contains(aml, b"\xa0\x0b\x93\x60\x0a\x40\x86S006\x69"));
+        // PCNT: DVNT(PCIU, 1), DVNT(PCID, 3).
+        assert!(contains(aml, b"DVNT\\/\x03_SB_PHPRPCIU\x01"));
+        assert!(contains(aml, b"DVNT\\/\x03_SB_PHPRPCID\x0a\x03"));
+        // The GED's _EVT calls \_SB.PHPR.PSCN for bit 2.
+        assert!(contains(aml, b"\\/\x03_SB_PHPRPSCN"));
+    }
+
+    #[test]
+    fn pci_hotplug_needs_its_ged_event_and_real_slots() {
+        let mut cfg = config(1, flat(1));
+        cfg.pci_hotplug = Some(PciHotplugConfig {
+            register: PCIHP_START,
+            slots: vec![6],
+        });
+        assert!(matches!(build_tables(&cfg), Err(Error::InvalidConfig(_))));
+        cfg.ged.events.push((2, GedAction::PciSlots));
+        assert!(build_tables(&cfg).is_ok());
+        cfg.pci_hotplug.as_mut().unwrap().slots = vec![0];
+        assert!(matches!(build_tables(&cfg), Err(Error::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn dsdt_has_the_io_window_and_intx_routing() {
+        let [_, dsdt, ..] = walk(&config(1, flat(1)));
+        let aml = &dsdt[36..];
+        // WordIO 0xc000..0xffff: granularity 0, min, max, translation 0, length.
+        assert!(contains(
+            aml,
+            &[0, 0, 0x00, 0xc0, 0xff, 0xff, 0, 0, 0x00, 0x40]
+        ));
+        assert!(contains(aml, b"_PRT"));
+        // Slot 5 INTA#: Package(4) { 0x5ffff, Zero, Zero, 21 }.
+        assert!(contains(
+            aml,
+            &[0x12, 0x0b, 0x04, 0x0c, 0xff, 0xff, 0x05, 0x00, 0x00, 0x00, 0x0a, 21]
+        ));
+        let mut cfg = config(1, flat(1));
+        cfg.io = (0xc000, 0);
+        assert!(matches!(build_tables(&cfg), Err(Error::InvalidConfig(_))));
     }
 
     #[test]
@@ -612,8 +1126,8 @@ mod tests {
             tables: Vec::new(),
             next: ACPI_START.0,
         };
-        placer.place("A", vec![0; 0x1_0000]).unwrap();
-        let err = placer.place("B", vec![0; 0x1_0001]).unwrap_err();
-        assert!(matches!(err, Error::TooBig { end: 0x10_0001 }));
+        placer.place("A", vec![0; 0x8000]).unwrap();
+        let err = placer.place("B", vec![0; 0x8001]).unwrap_err();
+        assert!(matches!(err, Error::TooBig { end: 0xf_0001 }));
     }
 }

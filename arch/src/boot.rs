@@ -2,14 +2,24 @@
 //! (Documentation/arch/x86/boot.rst): the kernel image (bzImage or ELF
 //! vmlinux, told apart by their magic numbers), the command line, the
 //! initrd and the zero page (`struct boot_params`).
+//!
+//! A bzImage whose payload is zstd- or gzip-compressed (Debian, Ubuntu,
+//! Fedora and Arch kernels are zstd) is decompressed here, on the host, and
+//! the vmlinux inside it is loaded at its physical address and entered at
+//! its 64-bit entry (`startup_64`), with the bzImage's own setup header in
+//! the zero page: the guest skips its decompressor, which under nested
+//! virtualization is much slower than the host. As with any direct vmlinux
+//! boot (Firecracker, Cloud Hypervisor), the kernel's physical and virtual
+//! KASLR, which only the decompressor does, is off. Other payloads (xz,
+//! lzma, lz4, ...) boot as before: the guest decompresses them.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use linux_loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::{bzimage::BzImage, elf::Elf, load_cmdline, Cmdline, KernelLoader};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::e820::e820_map;
 use crate::layout::{
@@ -39,6 +49,24 @@ pub enum Error {
         version: u16,
         /// Its xloadflags.
         xloadflags: u16,
+    },
+    /// The bzImage's payload could not be decompressed.
+    #[error("cannot decompress the kernel inside {path} ({format}): {source}")]
+    Decompress {
+        /// The kernel.
+        path: PathBuf,
+        /// The payload's compression.
+        format: &'static str,
+        /// What the decompressor said.
+        source: std::io::Error,
+    },
+    /// The vmlinux inside a bzImage is not one we can load.
+    #[error("cannot load the vmlinux inside {path}: {reason}")]
+    Vmlinux {
+        /// The kernel.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
     /// linux-loader rejected the kernel.
     #[error("cannot load kernel {path}: {source}")]
@@ -94,11 +122,9 @@ pub enum Error {
 /// Result of this module.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// What to boot.
+/// What to boot with the kernel ([`read_kernel`]).
 #[derive(Clone, Copy, Debug)]
 pub struct KernelConfig<'a> {
-    /// bzImage or ELF vmlinux.
-    pub kernel: &'a Path,
     /// Optional initrd/initramfs.
     pub initrd: Option<&'a Path>,
     /// Kernel command line.
@@ -116,6 +142,8 @@ pub struct BootInfo {
     pub entry: GuestAddress,
     /// The zero page (RSI).
     pub zero_page: GuestAddress,
+    /// How the kernel was loaded.
+    pub how: KernelLoad,
 }
 
 /// `boot_flag` magic of the setup header.
@@ -138,6 +166,14 @@ const ELF_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 const BOOT_PROTOCOL_2_12: u16 = 0x020c;
 /// Boot protocol 2.06, which introduced `cmdline_size`.
 const BOOT_PROTOCOL_2_06: u16 = 0x0206;
+/// Boot protocol 2.08, which introduced `payload_offset`/`payload_length`.
+const BOOT_PROTOCOL_2_08: u16 = 0x0208;
+/// Offset of the setup header in a bzImage.
+const SETUP_HEADER_OFFSET: usize = 0x1f1;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The most a decompressed payload may claim to be (a kernel is tens of MiB).
+const MAX_VMLINUX: usize = 1 << 30;
 const PAGE_SIZE: u64 = 0x1000;
 const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
 
@@ -184,52 +220,341 @@ fn file_format(path: &Path, file: &mut File) -> Result<Option<KernelFormat>> {
 struct LoadedKernel {
     hdr: setup_header,
     entry: GuestAddress,
-    /// End of the memory the kernel needs: for a bzImage, load address +
-    /// `init_size` (the decompressor works in place).
+    /// End of the memory the kernel needs: for a bzImage the guest
+    /// decompresses, load address + `init_size` (the decompressor works in
+    /// place); for a vmlinux, the end of its last segment.
     end: u64,
+    /// How it was loaded.
+    how: KernelLoad,
 }
 
-fn load_kernel_image<M: GuestMemoryBackend>(mem: &M, path: &Path) -> Result<LoadedKernel> {
+/// How the kernel was loaded, for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelLoad {
+    /// An ELF vmlinux, entered directly.
+    Vmlinux,
+    /// A bzImage whose payload the host decompressed (the format named);
+    /// its vmlinux is entered directly.
+    Decompressed(&'static str),
+    /// A bzImage the guest decompresses itself (payload format not one we
+    /// decompress).
+    BzImage,
+}
+
+/// A kernel read from its file but not yet in guest memory.
+pub struct KernelImage {
+    path: PathBuf,
+    kind: ImageKind,
+}
+
+enum ImageKind {
+    /// An ELF vmlinux file, loaded from the file.
+    Vmlinux(File),
+    /// A bzImage whose payload (at `payload` in `image`) we decompress
+    /// into guest memory; its header goes into the zero page.
+    Decompressed {
+        hdr: setup_header,
+        format: &'static str,
+        image: Vec<u8>,
+        payload: std::ops::Range<usize>,
+    },
+    /// A whole bzImage, for the guest to decompress.
+    BzImage { hdr: setup_header, image: Vec<u8> },
+}
+
+impl KernelImage {
+    /// How the kernel will be loaded.
+    pub fn how(&self) -> KernelLoad {
+        match &self.kind {
+            ImageKind::Vmlinux(_) => KernelLoad::Vmlinux,
+            ImageKind::Decompressed { format, .. } => KernelLoad::Decompressed(format),
+            ImageKind::BzImage { .. } => KernelLoad::BzImage,
+        }
+    }
+}
+
+/// Opens the kernel at `path`: an ELF vmlinux, or a bzImage (read whole).
+pub fn read_kernel(path: &Path) -> Result<KernelImage> {
     let mut file = File::open(path).map_err(io_err(path))?;
-    let load_err = |source| Error::Load {
-        path: path.to_path_buf(),
-        source,
+    let kind = match file_format(path, &mut file)? {
+        Some(KernelFormat::Elf) => ImageKind::Vmlinux(file),
+        Some(KernelFormat::BzImage) => {
+            let mut image = Vec::new();
+            file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+            file.read_to_end(&mut image).map_err(io_err(path))?;
+            let hdr = bzimage_header(path, &image)?;
+            match bzimage_payload(&image, &hdr) {
+                Some((format, payload)) => ImageKind::Decompressed {
+                    hdr,
+                    format,
+                    payload,
+                    image,
+                },
+                None => ImageKind::BzImage { hdr, image },
+            }
+        }
+        None => return Err(Error::NotAKernel(path.to_path_buf())),
     };
-    match file_format(path, &mut file)? {
-        Some(KernelFormat::Elf) => {
-            let res = Elf::load(mem, None, &mut file, Some(HIMEM_START)).map_err(load_err)?;
+    Ok(KernelImage {
+        path: path.to_path_buf(),
+        kind,
+    })
+}
+
+fn load_kernel_image<M: GuestMemoryBackend>(mem: &M, image: KernelImage) -> Result<LoadedKernel> {
+    let how = image.how();
+    let path = &image.path;
+    match image.kind {
+        ImageKind::Vmlinux(mut file) => {
             let hdr = setup_header {
                 boot_flag: BOOT_FLAG_MAGIC,
                 header: HDRS_MAGIC,
                 kernel_alignment: ELF_KERNEL_ALIGNMENT,
                 ..Default::default()
             };
+            load_vmlinux(mem, path, &mut file, hdr, how)
+        }
+        ImageKind::Decompressed {
+            hdr,
+            format,
+            image,
+            payload,
+        } => {
+            let decompress_err = |source| Error::Decompress {
+                path: path.clone(),
+                format,
+                source,
+            };
+            let mut vmlinux = payload_reader(format, &image[payload]).map_err(decompress_err)?;
+            let (entry, end) = stream_vmlinux(mem, &mut vmlinux).map_err(|e| match e {
+                StreamError::Read(source) => decompress_err(source),
+                StreamError::Invalid(reason) => Error::Vmlinux {
+                    path: path.clone(),
+                    reason,
+                },
+            })?;
             Ok(LoadedKernel {
                 hdr,
-                entry: res.kernel_load,
-                end: res.kernel_end,
+                entry,
+                end,
+                how,
             })
         }
-        Some(KernelFormat::BzImage) => {
-            let res = BzImage::load(mem, None, &mut file, Some(HIMEM_START)).map_err(load_err)?;
-            // BzImage::load always returns the header it validated.
-            let hdr = res.setup_header.unwrap_or_default();
-            if hdr.version < BOOT_PROTOCOL_2_12 || hdr.xloadflags & XLF_KERNEL_64 == 0 {
-                return Err(Error::No64BitEntry {
-                    path: path.to_path_buf(),
-                    version: hdr.version,
-                    xloadflags: hdr.xloadflags,
-                });
-            }
+        ImageKind::BzImage { hdr, image } => {
+            let res = BzImage::load(mem, None, &mut Cursor::new(image), Some(HIMEM_START))
+                .map_err(|source| Error::Load {
+                    path: path.clone(),
+                    source,
+                })?;
             let init_end = res.kernel_load.0 + u64::from(hdr.init_size);
             Ok(LoadedKernel {
                 hdr,
                 entry: GuestAddress(res.kernel_load.0 + BZIMAGE_64BIT_ENTRY_OFFSET),
                 end: res.kernel_end.max(init_end),
+                how,
             })
         }
-        None => Err(Error::NotAKernel(path.to_path_buf())),
     }
+}
+
+/// Loads the ELF vmlinux in `elf` at its physical addresses; `hdr` goes
+/// into the zero page.
+fn load_vmlinux<M: GuestMemoryBackend, F>(
+    mem: &M,
+    path: &Path,
+    elf: &mut F,
+    hdr: setup_header,
+    how: KernelLoad,
+) -> Result<LoadedKernel>
+where
+    F: Read + vm_memory::ReadVolatile + Seek,
+{
+    let res = Elf::load(mem, None, elf, Some(HIMEM_START)).map_err(|source| Error::Load {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(LoadedKernel {
+        hdr,
+        entry: res.kernel_load,
+        end: res.kernel_end,
+        how,
+    })
+}
+
+/// The bzImage's setup header, checked for the 64-bit entry.
+fn bzimage_header(path: &Path, image: &[u8]) -> Result<setup_header> {
+    let mut hdr = setup_header::default();
+    let len = std::mem::size_of::<setup_header>();
+    let bytes = image
+        .get(SETUP_HEADER_OFFSET..SETUP_HEADER_OFFSET + len)
+        .ok_or_else(|| Error::NotAKernel(path.to_path_buf()))?;
+    hdr.as_mut_slice().copy_from_slice(bytes);
+    if hdr.version < BOOT_PROTOCOL_2_12 || hdr.xloadflags & XLF_KERNEL_64 == 0 {
+        return Err(Error::No64BitEntry {
+            path: path.to_path_buf(),
+            version: hdr.version,
+            xloadflags: hdr.xloadflags,
+        });
+    }
+    Ok(hdr)
+}
+
+/// The ELF vmlinux inside the bzImage `image` (read from `path`) and its
+/// payload's compression, or `None` if the payload is not one we
+/// decompress (zstd, gzip).
+pub fn bzimage_vmlinux(path: &Path, image: &[u8]) -> Result<Option<(&'static str, Vec<u8>)>> {
+    let hdr = bzimage_header(path, image)?;
+    let Some((format, payload)) = bzimage_payload(image, &hdr) else {
+        return Ok(None);
+    };
+    let mut vmlinux = Vec::new();
+    payload_reader(format, &image[payload])
+        .and_then(|r| r.take(MAX_VMLINUX as u64).read_to_end(&mut vmlinux))
+        .map_err(|source| Error::Decompress {
+            path: path.to_path_buf(),
+            format,
+            source,
+        })?;
+    Ok(Some((format, vmlinux)))
+}
+
+/// Where a bzImage's compressed payload is, and how it is packed (zstd,
+/// gzip; `None` for the others).
+fn bzimage_payload(
+    image: &[u8],
+    hdr: &setup_header,
+) -> Option<(&'static str, std::ops::Range<usize>)> {
+    if hdr.version < BOOT_PROTOCOL_2_08 {
+        return None;
+    }
+    let setup_sects = if hdr.setup_sects == 0 {
+        4
+    } else {
+        usize::from(hdr.setup_sects)
+    };
+    let start = (setup_sects + 1) * 512 + hdr.payload_offset as usize;
+    let range = start..start.checked_add(hdr.payload_length as usize)?;
+    let payload = image.get(range.clone())?;
+    if payload.starts_with(&ZSTD_MAGIC) {
+        Some(("zstd", range))
+    } else if payload.starts_with(&GZIP_MAGIC) {
+        Some(("gzip", range))
+    } else {
+        None
+    }
+}
+
+/// The decompressed bytes of a bzImage payload: a zstd frame followed by
+/// the uncompressed size (4 bytes, little endian, not needed here), or one
+/// gzip member.
+fn payload_reader<'a>(format: &str, payload: &'a [u8]) -> std::io::Result<Box<dyn Read + 'a>> {
+    Ok(match format {
+        "zstd" => {
+            let frame = &payload[..payload.len().saturating_sub(4)];
+            Box::new(zstd::stream::read::Decoder::with_buffer(frame)?.single_frame())
+        }
+        _ => Box::new(flate2::read::GzDecoder::new(payload)),
+    })
+}
+
+/// Why a streamed vmlinux could not be loaded.
+enum StreamError {
+    /// The decompressor failed (or the stream ended early).
+    Read(std::io::Error),
+    /// The data is not a vmlinux we can load.
+    Invalid(String),
+}
+
+impl From<std::io::Error> for StreamError {
+    fn from(e: std::io::Error) -> Self {
+        StreamError::Read(e)
+    }
+}
+
+/// Bytes an ELF64 header and program header take.
+const EHDR_LEN: usize = 64;
+const PHDR_LEN: usize = 56;
+const PT_LOAD: u32 = 1;
+const EM_X86_64: u16 = 62;
+/// More program headers than a kernel ever has.
+const MAX_PHDRS: usize = 64;
+
+/// Loads the ELF vmlinux `elf` streams straight into guest memory: each
+/// PT_LOAD segment, in file order, at its physical address, so the
+/// decompressed kernel is never held anywhere else. Returns the entry
+/// point and the end of the highest segment.
+fn stream_vmlinux<M: GuestMemoryBackend>(
+    mem: &M,
+    elf: &mut dyn Read,
+) -> std::result::Result<(GuestAddress, u64), StreamError> {
+    let invalid = |what: &str| StreamError::Invalid(what.to_string());
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at =
+        |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap_or_default());
+    let u64_at =
+        |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+    let mut ehdr = [0u8; EHDR_LEN];
+    elf.read_exact(&mut ehdr)?;
+    if ehdr[..4] != ELF_MAGIC || ehdr[4] != 2 || ehdr[5] != 1 || u16_at(&ehdr, 18) != EM_X86_64 {
+        return Err(invalid("not a little-endian x86-64 ELF64 file"));
+    }
+    let entry = u64_at(&ehdr, 24);
+    let phoff = u64_at(&ehdr, 32);
+    let (phentsize, phnum) = (
+        usize::from(u16_at(&ehdr, 54)),
+        usize::from(u16_at(&ehdr, 56)),
+    );
+    if phentsize != PHDR_LEN || phnum == 0 || phnum > MAX_PHDRS || phoff < EHDR_LEN as u64 {
+        return Err(invalid("unusable program headers"));
+    }
+    let mut pos = EHDR_LEN as u64;
+    skip(elf, phoff - pos)?;
+    let mut phdrs = vec![0u8; phnum * PHDR_LEN];
+    elf.read_exact(&mut phdrs)?;
+    pos = phoff + phdrs.len() as u64;
+    // (offset, paddr, filesz, memsz) of each PT_LOAD, in file order.
+    let mut loads: Vec<(u64, u64, u64, u64)> = phdrs
+        .chunks_exact(PHDR_LEN)
+        .filter(|p| u32_at(p, 0) == PT_LOAD)
+        .map(|p| (u64_at(p, 8), u64_at(p, 24), u64_at(p, 32), u64_at(p, 40)))
+        .collect();
+    loads.sort_unstable();
+    let mut end = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    for (offset, paddr, filesz, memsz) in loads {
+        let fits = paddr.checked_add(memsz).is_some_and(|e| {
+            paddr >= HIMEM_START.0 && mem.check_range(GuestAddress(paddr), memsz as usize) && e > 0
+        });
+        if offset < pos || filesz > memsz || !fits {
+            return Err(invalid(
+                "a segment overlaps another or lies outside guest memory",
+            ));
+        }
+        skip(elf, offset - pos)?;
+        let mut done = 0;
+        while done < filesz {
+            let n = (filesz - done).min(buf.len() as u64) as usize;
+            elf.read_exact(&mut buf[..n])?;
+            mem.write_slice(&buf[..n], GuestAddress(paddr + done))
+                .map_err(|e| StreamError::Invalid(format!("cannot write guest memory: {e}")))?;
+            done += n as u64;
+        }
+        pos = offset + filesz;
+        end = end.max(paddr + memsz);
+    }
+    if end == 0 {
+        return Err(invalid("no loadable segment"));
+    }
+    Ok((GuestAddress(entry), end))
+}
+
+/// Reads and drops `n` bytes of `r`.
+fn skip(r: &mut dyn Read, n: u64) -> std::io::Result<()> {
+    let skipped = std::io::copy(&mut r.take(n), &mut std::io::sink())?;
+    if skipped != n {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
 }
 
 /// The longest command line (without NUL) that the kernel and the layout accept.
@@ -291,11 +616,16 @@ fn build_boot_params(
     Ok(params)
 }
 
-/// Loads the kernel, command line and initrd of `cfg` into `mem` and writes
-/// the zero page. Returns the 64-bit entry point (bzImage: load address +
-/// 0x200; ELF: `e_entry`) and the zero page address.
-pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, cfg: &KernelConfig) -> Result<BootInfo> {
-    let kernel = load_kernel_image(mem, cfg.kernel)?;
+/// Loads the kernel `image`, and the command line and initrd of `cfg`, into `mem` and writes
+/// the zero page. Returns the 64-bit entry point (ELF vmlinux, also the one
+/// decompressed from a bzImage: `e_entry`; a bzImage the guest
+/// decompresses: load address + 0x200) and the zero page address.
+pub fn load_kernel<M: GuestMemoryBackend>(
+    mem: &M,
+    cfg: &KernelConfig,
+    image: KernelImage,
+) -> Result<BootInfo> {
+    let kernel = load_kernel_image(mem, image)?;
 
     let max = cmdline_max_len(&kernel.hdr);
     if cfg.cmdline.len() > max {
@@ -342,6 +672,7 @@ pub fn load_kernel<M: GuestMemoryBackend>(mem: &M, cfg: &KernelConfig) -> Result
     Ok(BootInfo {
         entry: kernel.entry,
         zero_page: ZERO_PAGE_START,
+        how: kernel.how,
     })
 }
 
@@ -408,6 +739,89 @@ mod tests {
         img
     }
 
+    /// A bzImage around `payload` (at payload_offset 0x10 of the
+    /// protected-mode code), as the kernel's build packs it.
+    fn bzimage_with_payload(payload: &[u8]) -> Vec<u8> {
+        let mut img = bzimage(0x020f, XLF_KERNEL_64, 0x10 + payload.len());
+        img[0x248..0x24c].copy_from_slice(&0x10u32.to_le_bytes()); // payload_offset
+        img[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        img[5 * 512 + 0x10..].copy_from_slice(payload);
+        img
+    }
+
+    /// The kernel build's zstd payload: a frame, then the size (LE32).
+    fn zstd_payload(data: &[u8]) -> Vec<u8> {
+        let mut p = zstd::bulk::compress(data, 3).unwrap();
+        p.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        p
+    }
+
+    #[test]
+    fn decompresses_a_bzimage_and_enters_its_vmlinux() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vmlinux()).unwrap();
+        for (format, payload) in [
+            ("zstd", zstd_payload(&vmlinux())),
+            ("gzip", gz.finish().unwrap()),
+        ] {
+            let mem = mem();
+            let kernel = TempFile::new(format, &bzimage_with_payload(&payload));
+            let initrd = TempFile::new("rd", &[0x5a; 5000]);
+            let info = load(&mem, &config(&kernel.0, Some(&initrd.0), "quiet")).unwrap();
+            assert_eq!(info.how, KernelLoad::Decompressed(format));
+            // The vmlinux's own entry, at its physical address.
+            assert_eq!(info.entry, GuestAddress(0x100_0000));
+            let code: u8 = mem.read_obj(GuestAddress(0x100_0000)).unwrap();
+            assert_eq!(code, 0xcc);
+            // Nothing of the bzImage at the bzImage load address.
+            let low: u8 = mem.read_obj(GuestAddress(0x10_0000)).unwrap();
+            assert_eq!(low, 0);
+            // The zero page carries the bzImage's header.
+            let p: boot_params = mem.read_obj(ZERO_PAGE_START).unwrap();
+            let hdr = p.hdr;
+            assert_eq!(({ hdr.version }, { hdr.header }), (0x020f, HDRS_MAGIC));
+            assert_eq!({ hdr.type_of_loader }, LOADER_UNDEFINED);
+            assert_eq!({ hdr.cmdline_size }, 5);
+            assert_eq!({ hdr.ramdisk_size }, 5000);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_payload_is_an_error() {
+        let mut payload = zstd_payload(&vmlinux());
+        payload[8] ^= 0xff;
+        let mem = mem();
+        let kernel = TempFile::new("badzstd", &bzimage_with_payload(&payload));
+        let err = load(&mem, &config(&kernel.0, None, "")).unwrap_err();
+        assert!(
+            matches!(err, Error::Decompress { format: "zstd", .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("cannot decompress the kernel inside"),
+            "{err}"
+        );
+        // A payload that is no vmlinux.
+        let kernel = TempFile::new("notelf", &bzimage_with_payload(&zstd_payload(&[7; 4096])));
+        let err = load(&mem, &config(&kernel.0, None, "")).unwrap_err();
+        assert!(matches!(err, Error::Vmlinux { .. }), "{err}");
+        assert!(
+            err.to_string().contains("not a little-endian x86-64 ELF64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn other_payloads_boot_through_the_guest_decompressor() {
+        // An xz payload: loaded whole, entered at the bzImage's 64-bit entry.
+        let mem = mem();
+        let kernel = TempFile::new("xz", &bzimage_with_payload(b"\xfd7zXZ\0rest"));
+        let info = load(&mem, &config(&kernel.0, None, "")).unwrap();
+        assert_eq!(info.how, KernelLoad::BzImage);
+        assert_eq!(info.entry, GuestAddress(0x10_0200));
+    }
+
     /// A minimal ELF64 vmlinux with one PT_LOAD of 16 bytes at 16 MiB.
     fn vmlinux() -> Vec<u8> {
         let mut img = vec![0u8; 0x200];
@@ -438,14 +852,19 @@ mod tests {
         kernel: &'a Path,
         initrd: Option<&'a Path>,
         cmdline: &'a str,
-    ) -> KernelConfig<'a> {
-        KernelConfig {
-            kernel,
+    ) -> (&'a Path, KernelConfig<'a>) {
+        let cfg = KernelConfig {
             initrd,
             cmdline,
             mem_size: MEM,
             rsdp: GuestAddress(0xe0000),
-        }
+        };
+        (kernel, cfg)
+    }
+
+    /// Reads and loads the kernel, as `vfvm run` does.
+    fn load(mem: &GuestMemoryMmap, (kernel, cfg): &(&Path, KernelConfig)) -> Result<BootInfo> {
+        load_kernel(mem, cfg, read_kernel(kernel)?)
     }
 
     #[test]
@@ -453,12 +872,13 @@ mod tests {
         let mem = mem();
         let kernel = TempFile::new("bz", &bzimage(0x020f, XLF_KERNEL_64, 0x3000));
         let initrd = TempFile::new("initrd", &[0x5a; 5000]);
-        let info = load_kernel(
+        let info = load(
             &mem,
             &config(&kernel.0, Some(&initrd.0), "console=ttyS0 reboot=k"),
         )
         .unwrap();
         assert_eq!(info.entry, GuestAddress(0x10_0200));
+        assert_eq!(info.how, KernelLoad::BzImage);
         assert_eq!(info.zero_page, ZERO_PAGE_START);
 
         let payload: u8 = mem.read_obj(GuestAddress(0x10_0000)).unwrap();
@@ -497,8 +917,9 @@ mod tests {
     fn boots_elf_vmlinux() {
         let mem = mem();
         let kernel = TempFile::new("elf", &vmlinux());
-        let info = load_kernel(&mem, &config(&kernel.0, None, "")).unwrap();
+        let info = load(&mem, &config(&kernel.0, None, "")).unwrap();
         assert_eq!(info.entry, GuestAddress(0x100_0000));
+        assert_eq!(info.how, KernelLoad::Vmlinux);
         let code: u8 = mem.read_obj(GuestAddress(0x100_0000)).unwrap();
         assert_eq!(code, 0xcc);
         let p: boot_params = mem.read_obj(ZERO_PAGE_START).unwrap();
@@ -514,16 +935,16 @@ mod tests {
     fn rejects_non_kernels() {
         let mem = mem();
         let junk = TempFile::new("junk", &[0u8; 0x1000]);
-        let err = load_kernel(&mem, &config(&junk.0, None, "")).unwrap_err();
+        let err = load(&mem, &config(&junk.0, None, "")).unwrap_err();
         assert!(matches!(err, Error::NotAKernel(_)));
         assert!(err.to_string().contains(&*junk.0.to_string_lossy()));
         let short = TempFile::new("short", b"ab");
         assert!(matches!(
-            load_kernel(&mem, &config(&short.0, None, "")).unwrap_err(),
+            load(&mem, &config(&short.0, None, "")).unwrap_err(),
             Error::NotAKernel(_)
         ));
         let missing = Path::new("/nonexistent/vmlinuz");
-        let err = load_kernel(&mem, &config(missing, None, "")).unwrap_err();
+        let err = load(&mem, &config(missing, None, "")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/vmlinuz"));
     }
 
@@ -532,7 +953,7 @@ mod tests {
         let mem = mem();
         let old = TempFile::new("old", &bzimage(0x020b, 0, 0x1000));
         assert!(matches!(
-            load_kernel(&mem, &config(&old.0, None, "")).unwrap_err(),
+            load(&mem, &config(&old.0, None, "")).unwrap_err(),
             Error::No64BitEntry {
                 version: 0x020b,
                 ..
@@ -545,7 +966,7 @@ mod tests {
         let mem = mem();
         let kernel = TempFile::new("bzlong", &bzimage(0x020f, XLF_KERNEL_64, 0x1000));
         let long = "a".repeat(2048);
-        let err = load_kernel(&mem, &config(&kernel.0, None, &long)).unwrap_err();
+        let err = load(&mem, &config(&kernel.0, None, &long)).unwrap_err();
         assert!(matches!(
             err,
             Error::CmdlineTooLong {
@@ -555,7 +976,7 @@ mod tests {
         ));
         let elf = TempFile::new("elflong", &vmlinux());
         let longer = "a".repeat(CMDLINE_MAX_SIZE);
-        let err = load_kernel(&mem, &config(&elf.0, None, &longer)).unwrap_err();
+        let err = load(&mem, &config(&elf.0, None, &longer)).unwrap_err();
         assert!(matches!(err, Error::CmdlineTooLong { max: 4095, .. }));
     }
 
@@ -565,7 +986,7 @@ mod tests {
         let kernel = TempFile::new("bzbig", &bzimage(0x020f, XLF_KERNEL_64, 0x1000));
         // The kernel needs [1 MiB, 9 MiB) (init_size 8 MiB): 56 MiB are left.
         let big = TempFile::new("bigrd", &vec![0u8; 56 * MIB as usize + 1]);
-        let err = load_kernel(&mem, &config(&kernel.0, Some(&big.0), "")).unwrap_err();
+        let err = load(&mem, &config(&kernel.0, Some(&big.0), "")).unwrap_err();
         assert!(matches!(err, Error::InitrdTooBig { low: 0x90_0000, .. }));
         assert!(err.to_string().contains("too big for memory"));
     }

@@ -14,8 +14,10 @@
 //! ApicIdSize), 0x8000_001D (cache sharing) and 0x8000_001E (extended APIC
 //! ID, core and node IDs). Leaf 0x8000_0026 (AMD extended topology,
 //! which Linux prefers over 0xB) is dropped because it would describe the
-//! host. Everything else, including KVM's 0x4000_0000 signature leaves,
-//! is kept as KVM reported it.
+//! host. Everything else, including KVM's 0x4000_0000 signature leaves
+//! (kvmclock: the guest reads the TSC frequency there instead of
+//! calibrating it), is kept as KVM reported it. [`add_tsc_deadline`] sets
+//! the one bit KVM emulates but never reports.
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
@@ -124,6 +126,7 @@ const LEAF_V2_EXT_TOPOLOGY: u32 = 0x1f;
 const LEAF_AMD_EXT_TOPOLOGY: u32 = 0x8000_0026;
 
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+const LEAF1_ECX_TSC_DEADLINE: u32 = 1 << 24;
 const LEAF1_EDX_HTT: u32 = 1 << 28;
 const TOPOLOGY_LEVEL_SMT: u32 = 1;
 const TOPOLOGY_LEVEL_CORE: u32 = 2;
@@ -180,6 +183,20 @@ fn ext_topology_entries(function: u32, topo: &Topology, apic_id: u32) -> [kvm_cp
         ),
         entry(2, 0, 0, 0),
     ]
+}
+
+/// Sets the TSC-deadline timer bit (leaf 1, ECX bit 24) in KVM's supported
+/// CPUID. KVM's in-kernel LAPIC emulates the timer, but KVM_GET_SUPPORTED_CPUID
+/// always leaves the bit clear because it depends on the irqchip; the VMM
+/// sets it when `KVM_CAP_TSC_DEADLINE_TIMER` is there, as QEMU, Cloud
+/// Hypervisor and Firecracker do. Without it Linux calibrates its LAPIC
+/// timer at boot, busy-waiting 100 ms of guest time on the boot CPU.
+pub fn add_tsc_deadline(supported: &mut CpuId) {
+    for e in supported.as_mut_slice() {
+        if e.function == 1 {
+            e.ecx |= LEAF1_ECX_TSC_DEADLINE;
+        }
+    }
 }
 
 /// Builds the CPUID of vCPU `index` of `topo` from KVM's supported CPUID
@@ -318,6 +335,21 @@ mod tests {
         cores: 3,
         sockets: 2,
     };
+
+    #[test]
+    fn tsc_deadline_bit_is_added_and_kept_per_vcpu() {
+        let mut host = amd_host(0xd);
+        assert_eq!(find(&host, 1, 0).ecx & LEAF1_ECX_TSC_DEADLINE, 0);
+        add_tsc_deadline(&mut host);
+        let c = vcpu_cpuid(&host, 1, &TOPO).unwrap();
+        let ecx = find(&c, 1, 0).ecx;
+        assert_ne!(ecx & LEAF1_ECX_TSC_DEADLINE, 0);
+        // The other bits of KVM's leaf 1 ECX stay as they were.
+        assert_eq!(
+            ecx & !LEAF1_ECX_TSC_DEADLINE,
+            0x7ef8_3203 | LEAF1_ECX_HYPERVISOR
+        );
+    }
 
     #[test]
     fn apic_ids_are_packed() {

@@ -1,7 +1,7 @@
 //! The E820 memory map handed to the kernel in the zero page.
 
 use crate::layout::{
-    ACPI_END, EBDA_START, ECAM_SIZE, ECAM_START, HIMEM_START, MMIO_HOLE_END, MMIO_HOLE_START,
+    BIOS_END, EBDA_START, ECAM_SIZE, ECAM_START, HIMEM_START, MMIO_HOLE_END, MMIO_HOLE_START,
 };
 
 /// E820 type of usable RAM.
@@ -34,7 +34,8 @@ impl E820Entry {
 /// [`crate::layout::ram_ranges`]), sorted by address:
 ///
 /// - RAM `[0, EBDA)`;
-/// - reserved `[EBDA, 1 MiB)` (EBDA, legacy BIOS area and the ACPI tables);
+/// - reserved `[EBDA, 1 MiB)` (EBDA, legacy BIOS area: the ACPI tables,
+///   the SMBIOS tables and the reset stub);
 /// - RAM `[1 MiB, min(mem_size, 3 GiB))`;
 /// - reserved ECAM;
 /// - RAM `[4 GiB, 4 GiB + mem_size - 3 GiB)` if RAM extends past the hole.
@@ -44,7 +45,7 @@ impl E820Entry {
 pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     let mut map = Vec::new();
     map.push(E820Entry::new(0, EBDA_START.0.min(mem_size), E820_RAM));
-    map.push(E820Entry::new(EBDA_START.0, ACPI_END.0, E820_RESERVED));
+    map.push(E820Entry::new(EBDA_START.0, BIOS_END.0, E820_RESERVED));
     let low_end = mem_size.min(MMIO_HOLE_START.0);
     if low_end > HIMEM_START.0 {
         map.push(E820Entry::new(HIMEM_START.0, low_end, E820_RAM));

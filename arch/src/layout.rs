@@ -14,10 +14,14 @@
 //! | `0x0002_0000..0x0002_1000`          | kernel command line ([`CMDLINE_START`], [`CMDLINE_MAX_SIZE`]) |
 //! | `0x0000_0000..0x0009_fc00`          | RAM (E820 usable)                                |
 //! | `0x0009_fc00..0x000e_0000`          | EBDA / legacy video / option ROMs (reserved)     |
-//! | `0x000e_0000..0x0010_0000`          | ACPI tables, RSDP first ([`ACPI_START`]) (reserved) |
+//! | `0x000e_0000..0x000f_0000`          | ACPI tables, RSDP first ([`ACPI_START`]) (reserved) |
+//! | `0x000f_0000..0x000f_fff0`          | SMBIOS 3.0 entry point, then its structure table ([`SMBIOS_START`]) (reserved) |
+//! | `0x000f_fff0..0x0010_0000`          | reset stub at the reset vector ([`RESET_VECTOR`]) (reserved) |
 //! | `0x0010_0000..min(RAM, 3 GiB)`      | RAM; kernel loaded at [`HIMEM_START`], initrd at the top |
 //! | `0xc000_0000..0xe000_0000`          | PCI 32-bit MMIO window ([`MMIO32_START`])        |
 //! | `0xe000_0000..0xe010_0000`          | PCI ECAM, bus 0 only ([`ECAM_START`]) (reserved) |
+//! | `0xfeb0_0000..0xfeb0_1000`          | ACPI Generic Event Device's status register ([`GED_START`]) |
+//! | `0xfeb0_1000..0xfeb0_2000`          | ACPI PCI hotplug controller's registers ([`PCIHP_START`]) |
 //! | `0xfec0_0000..0xfec0_1000`          | IOAPIC ([`IOAPIC_START`])                        |
 //! | `0xfee0_0000..0xfee0_1000`          | LAPIC ([`LAPIC_START`])                          |
 //! | `0xfffb_c000..0xfffc_0000`          | KVM identity-map page + TSS ([`KVM_IDENTITY_MAP_START`], [`KVM_TSS_START`]) |
@@ -31,10 +35,21 @@
 //!
 //! | Port(s)          | Use                                                          |
 //! |------------------|--------------------------------------------------------------|
+//! | `0x70..0x72`     | CMOS RTC, IRQ 8 ([`RTC_PORT`], [`RTC_IRQ`])                  |
 //! | `0x3f8..0x400`   | COM1 16550 UART, IRQ 4 ([`COM1_PORT`], [`COM1_IRQ`])         |
 //! | `0xcf8..0xd00`   | PCI configuration mechanism #1 ([`PCI_CONFIG_PORT`])         |
 //! | `0x600`          | ACPI power management: reset and S5 ([`PM_PORT`])            |
 //! | `0x64`           | i8042 command port, `0xfe` resets ([`I8042_COMMAND_PORT`])   |
+//! | `0xc000..0x10000`| PCI I/O window: I/O BARs ([`PCI_IO_START`])                  |
+//!
+//! # Interrupts (IOAPIC pins)
+//!
+//! | GSI | Use |
+//! |-----|-----|
+//! | 2   | PIT (ISA IRQ 0, MADT override) |
+//! | 4   | COM1 ([`COM1_IRQ`]) |
+//! | 8   | CMOS RTC ([`RTC_IRQ`]) |
+//! | 9   | ACPI Generic Event Device: power button, PCI slot events ([`GED_IRQ`]) |
 
 use vm_memory::GuestAddress;
 
@@ -74,8 +89,17 @@ pub const EBDA_START: GuestAddress = GuestAddress(0x9fc00);
 /// Start of the ACPI table area (the RSDP is written here, where the kernel
 /// would also scan for it).
 pub const ACPI_START: GuestAddress = GuestAddress(0xe0000);
-/// End (exclusive) of the ACPI table area; also the start of high memory.
-pub const ACPI_END: GuestAddress = GuestAddress(0x10_0000);
+/// End (exclusive) of the ACPI table area.
+pub const ACPI_END: GuestAddress = GuestAddress(0xf0000);
+/// The SMBIOS entry point, followed by the structure table. Linux finds it
+/// without firmware by scanning `0xF0000..0x100000` on 16-byte boundaries.
+pub const SMBIOS_START: GuestAddress = GuestAddress(0xf0000);
+/// End (exclusive) of the SMBIOS area: the reset vector follows.
+pub const SMBIOS_END: GuestAddress = RESET_VECTOR;
+/// The x86 reset vector (F000:FFF0), where [`crate::reset`] puts its stub.
+pub const RESET_VECTOR: GuestAddress = GuestAddress(0xffff0);
+/// End (exclusive) of the legacy BIOS area; E820 reserves up to here.
+pub const BIOS_END: GuestAddress = GuestAddress(0x10_0000);
 /// Start of high memory: where the kernel is loaded.
 pub const HIMEM_START: GuestAddress = GuestAddress(0x10_0000);
 
@@ -95,6 +119,16 @@ pub const ECAM_START: GuestAddress = GuestAddress(0xe000_0000);
 pub const ECAM_SIZE: u64 = MIB;
 /// Last PCI bus number decoded by the ECAM area.
 pub const ECAM_LAST_BUS: u8 = 0;
+/// The ACPI Generic Event Device's MMIO status register (one 32-bit word;
+/// the page is reserved for it).
+pub const GED_START: GuestAddress = GuestAddress(0xfeb0_0000);
+/// Size of the GED's MMIO page.
+pub const GED_SIZE: u64 = 0x1000;
+/// The ACPI PCI hotplug controller's registers (slots up, slots down,
+/// eject, present; the page is reserved for them).
+pub const PCIHP_START: GuestAddress = GuestAddress(0xfeb0_1000);
+/// Size of the hotplug controller's MMIO page.
+pub const PCIHP_SIZE: u64 = 0x1000;
 /// IOAPIC MMIO base.
 pub const IOAPIC_START: GuestAddress = GuestAddress(0xfec0_0000);
 /// LAPIC MMIO base.
@@ -111,6 +145,12 @@ pub const MMIO64_ALIGN: u64 = GIB;
 
 // ---- I/O ports ----
 
+/// CMOS RTC index port (the data port follows).
+pub const RTC_PORT: u16 = 0x70;
+/// CMOS RTC ports.
+pub const RTC_PORT_SIZE: u16 = 2;
+/// CMOS RTC legacy IRQ (GSI).
+pub const RTC_IRQ: u32 = 8;
 /// COM1 base port.
 pub const COM1_PORT: u16 = 0x3f8;
 /// COM1 legacy IRQ (GSI).
@@ -131,6 +171,28 @@ pub const PM_SLP_EN: u8 = 1 << 5;
 /// Value written to [`PM_PORT`] to power off: `SLP_TYP(5) << 2 | SLP_EN`.
 /// This is what Linux writes in `acpi_hw_extended_sleep()` for S5.
 pub const PM_S5_VALUE: u8 = (PM_S5_SLP_TYP << 2) | PM_SLP_EN;
+/// GSI of the ACPI Generic Event Device (edge-triggered, active high): the
+/// pin of the SCI on PCs, free on a hardware-reduced platform.
+pub const GED_IRQ: u32 = 9;
+/// First GSI (IOAPIC pin) of PCI INTx: pins 16..24, level-triggered,
+/// active low, as ACPI `_PRT` tells the guest.
+pub const PCI_INTX_GSI_BASE: u32 = 16;
+/// Number of IOAPIC pins PCI INTx is spread over.
+pub const PCI_INTX_GSIS: u32 = 8;
+
+/// The GSI that INTx pin `pin` (1 = INTA# .. 4 = INTD#) of a function in
+/// slot `slot` of bus 0 raises: the usual swizzle, over eight pins so that
+/// neighbouring slots rarely share one.
+pub fn pci_intx_gsi(slot: u8, pin: u8) -> u32 {
+    let pin = u32::from(pin.clamp(1, 4)) - 1;
+    PCI_INTX_GSI_BASE + (u32::from(slot) + pin) % PCI_INTX_GSIS
+}
+
+/// Start of the PCI I/O window, where I/O BARs are placed (above every
+/// fixed port of the platform, as on a PC).
+pub const PCI_IO_START: u16 = 0xc000;
+/// Size of the PCI I/O window: up to the last port.
+pub const PCI_IO_SIZE: u16 = 0x4000;
 /// i8042 command port.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
 /// i8042 command that pulses the CPU reset line.
@@ -142,7 +204,10 @@ const _: () = {
     assert!(MMIO32_START.0 == MMIO_HOLE_START.0);
     assert!(MMIO32_START.0 + MMIO32_SIZE == ECAM_START.0);
     assert!(ECAM_SIZE == (ECAM_LAST_BUS as u64 + 1) << 20);
-    assert!(ECAM_START.0 + ECAM_SIZE <= IOAPIC_START.0);
+    assert!(ECAM_START.0 + ECAM_SIZE <= GED_START.0);
+    assert!(GED_START.0 + GED_SIZE <= PCIHP_START.0);
+    assert!(PCIHP_START.0 + PCIHP_SIZE <= IOAPIC_START.0);
+    assert!(GED_IRQ != COM1_IRQ && GED_IRQ != RTC_IRQ && GED_IRQ < 24);
     assert!(IOAPIC_START.0 < LAPIC_START.0);
     assert!(LAPIC_START.0 + 0x1000 <= KVM_IDENTITY_MAP_START.0);
     assert!(KVM_IDENTITY_MAP_START.0 + 0x1000 == KVM_TSS_START.0);
@@ -156,7 +221,12 @@ const _: () = {
     assert!(PDPT_START.0 + 0x1000 == PD_START.0);
     assert!(PD_START.0 + (BOOT_IDENTITY_MAP_SIZE / GIB) * 0x1000 <= CMDLINE_START.0);
     assert!(CMDLINE_START.0 + CMDLINE_MAX_SIZE as u64 <= EBDA_START.0);
-    assert!(EBDA_START.0 <= ACPI_START.0 && ACPI_END.0 == HIMEM_START.0);
+    assert!(EBDA_START.0 <= ACPI_START.0 && ACPI_END.0 == SMBIOS_START.0);
+    assert!(SMBIOS_START.0.is_multiple_of(16) && SMBIOS_END.0 == RESET_VECTOR.0);
+    assert!(RESET_VECTOR.0 + 16 == BIOS_END.0 && BIOS_END.0 == HIMEM_START.0);
+    // The PCI I/O window is above the fixed ports and ends at the last one.
+    assert!(PCI_IO_START as u32 + PCI_IO_SIZE as u32 == 0x1_0000);
+    assert!(PCI_IO_START > PM_PORT && PCI_IO_START > PCI_CONFIG_PORT + PCI_CONFIG_PORT_SIZE);
     // The PM port values the guest may write are distinguishable.
     assert!(PM_S5_VALUE == 0x34 && PM_S5_VALUE != PM_RESET_VALUE);
 };
@@ -228,6 +298,20 @@ mod tests {
         assert_eq!(start, GuestAddress(6 * GIB));
         assert_eq!(start.0 + size, 1 << 46);
         assert!(size >= 64 * GIB);
+    }
+
+    #[test]
+    fn intx_swizzle_stays_on_the_pci_pins() {
+        assert_eq!(pci_intx_gsi(0, 1), 16);
+        assert_eq!(pci_intx_gsi(5, 1), 21);
+        assert_eq!(pci_intx_gsi(5, 4), 16);
+        assert_eq!(pci_intx_gsi(31, 2), 16);
+        for slot in 0..32 {
+            for pin in 1..=4 {
+                let gsi = pci_intx_gsi(slot, pin);
+                assert!((PCI_INTX_GSI_BASE..PCI_INTX_GSI_BASE + PCI_INTX_GSIS).contains(&gsi));
+            }
+        }
     }
 
     #[test]

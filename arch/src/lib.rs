@@ -10,7 +10,9 @@
 //! - [`cpuid`]: the per-vCPU CPUID table (APIC IDs and topology);
 //! - [`regs`]: register, segment, page-table, FPU, MSR and LAPIC state for the
 //!   64-bit Linux boot protocol entry;
-//! - [`acpi`]: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG).
+//! - [`acpi`]: the ACPI tables (RSDP, XSDT, FADT, DSDT, MADT, MCFG);
+//! - [`smbios`]: the SMBIOS 3.0 tables (system UUID, OEM strings, CPUs, memory);
+//! - [`reset`]: the stub at the reset vector.
 //!
 //! Nothing here runs threads or emulates devices; the VMM calls these
 //! functions while building a VM. The constants in [`layout`] are the
@@ -23,3 +25,4 @@ pub mod e820;
 pub mod layout;
 pub mod regs;
 pub mod reset;
+pub mod smbios;

@@ -8,12 +8,10 @@
 //! writes the ACPI reset value to the power-management port, so that path
 //! ends in a clean reset like every other.
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestMemoryBackend};
 
+pub use crate::layout::RESET_VECTOR;
 use crate::layout::{PM_PORT, PM_RESET_VALUE};
-
-/// Physical address of the reset vector (F000:FFF0).
-pub const RESET_VECTOR: GuestAddress = GuestAddress(0xffff0);
 
 /// Errors of writing the stub.
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +42,13 @@ pub fn write_reset_stub<M: GuestMemoryBackend>(mem: &M) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::GuestMemoryMmap;
+    use crate::layout::BIOS_END;
+    use vm_memory::{GuestAddress, GuestMemoryMmap};
 
     #[test]
     fn stub_fits_below_1mib_and_resets_through_the_pm_port() {
         let s = reset_stub();
-        assert!(RESET_VECTOR.0 + s.len() as u64 <= 0x10_0000);
+        assert!(RESET_VECTOR.0 + s.len() as u64 <= BIOS_END.0);
         assert_eq!(&s[..2], &[0xb0, PM_RESET_VALUE]);
         assert_eq!(u16::from_le_bytes([s[3], s[4]]), PM_PORT);
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
