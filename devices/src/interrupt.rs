@@ -55,31 +55,53 @@ impl vm_superio::Trigger for IrqLine {
     }
 }
 
-/// Hands out MSI vector groups; implemented by the VMM over KVM.
+/// A PCI function's level-triggered INTx pin, wired by the VMM to the
+/// guest interrupt the platform routes the pin to (ACPI `_PRT`).
+///
+/// While connected, a signal on [`LevelIrq::trigger`] asserts the guest's
+/// pin in the kernel; when the guest ends the interrupt (EOI) the kernel
+/// lowers the pin and signals [`LevelIrq::resample`]. VFIO masks a
+/// device's INTx on each interrupt and unmasks it on the resample signal,
+/// so level interrupts never pass through vfvm's userspace.
+pub trait LevelIrq: Send + Sync {
+    /// The guest interrupt (GSI) the pin raises: the interrupt line value.
+    fn gsi(&self) -> u32;
+    /// The eventfd that asserts the pin.
+    fn trigger(&self) -> &EventFd;
+    /// The eventfd signalled at the guest's EOI.
+    fn resample(&self) -> &EventFd;
+    /// Connects (`true`) or disconnects the trigger from the guest.
+    fn set_enabled(&self, enabled: bool) -> io::Result<()>;
+}
+
+/// Hands out interrupts; implemented by the VMM over KVM.
 pub trait InterruptManager: Send + Sync {
     /// A group of `count` vectors for one device, each initially routed
     /// nowhere and disconnected.
     fn msi_vectors(&self, count: usize) -> io::Result<std::sync::Arc<dyn MsiVectors>>;
+    /// INTx pin `pin` (1 = INTA# .. 4 = INTD#) of a function in guest slot
+    /// `slot`, disconnected.
+    fn intx(&self, slot: u8, pin: u8) -> io::Result<Box<dyn LevelIrq>>;
 }
 
 /// Test doubles for devices' interrupt use.
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod testing {
     use std::io;
     use std::sync::{Arc, Mutex};
 
     use vmm_sys_util::eventfd::EventFd;
 
-    use super::{InterruptManager, MsiMessage, MsiVectors};
+    use super::{InterruptManager, LevelIrq, MsiMessage, MsiVectors};
 
     /// MSI vectors that record what a device asked of them.
-    pub(crate) struct FakeVectors {
-        pub(crate) events: Vec<EventFd>,
-        pub(crate) log: Mutex<Vec<String>>,
+    pub struct FakeVectors {
+        pub events: Vec<EventFd>,
+        pub log: Mutex<Vec<String>>,
     }
 
     impl FakeVectors {
-        pub(crate) fn new(n: usize) -> Arc<Self> {
+        pub fn new(n: usize) -> Arc<Self> {
             Arc::new(FakeVectors {
                 events: (0..n)
                     .map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap())
@@ -88,7 +110,7 @@ pub(crate) mod testing {
             })
         }
 
-        pub(crate) fn take_log(&self) -> Vec<String> {
+        pub fn take_log(&self) -> Vec<String> {
             std::mem::take(&mut self.log.lock().unwrap())
         }
     }
@@ -111,10 +133,37 @@ pub(crate) mod testing {
         }
     }
 
-    /// Hands out [`FakeVectors`] groups and keeps the last for inspection.
+    /// An INTx pin that logs into its manager's `intx_log`.
+    pub struct FakeLevel {
+        gsi: u32,
+        trigger: EventFd,
+        resample: EventFd,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl LevelIrq for FakeLevel {
+        fn gsi(&self) -> u32 {
+            self.gsi
+        }
+        fn trigger(&self) -> &EventFd {
+            &self.trigger
+        }
+        fn resample(&self) -> &EventFd {
+            &self.resample
+        }
+        fn set_enabled(&self, on: bool) -> io::Result<()> {
+            let entry = format!("intx {} {on}", self.gsi);
+            self.log.lock().unwrap().push(entry);
+            Ok(())
+        }
+    }
+
+    /// Hands out [`FakeVectors`] groups (and keeps the last for
+    /// inspection) and [`FakeLevel`] pins at GSI 16 + slot + pin - 1.
     #[derive(Default)]
-    pub(crate) struct FakeInterrupts {
-        pub(crate) last: Mutex<Option<Arc<FakeVectors>>>,
+    pub struct FakeInterrupts {
+        pub last: Mutex<Option<Arc<FakeVectors>>>,
+        pub intx_log: Arc<Mutex<Vec<String>>>,
     }
 
     impl InterruptManager for FakeInterrupts {
@@ -122,6 +171,14 @@ pub(crate) mod testing {
             let v = FakeVectors::new(count);
             *self.last.lock().unwrap() = Some(v.clone());
             Ok(v)
+        }
+        fn intx(&self, slot: u8, pin: u8) -> io::Result<Box<dyn LevelIrq>> {
+            Ok(Box::new(FakeLevel {
+                gsi: 16 + u32::from(slot) + u32::from(pin) - 1,
+                trigger: EventFd::new(libc::EFD_NONBLOCK)?,
+                resample: EventFd::new(libc::EFD_NONBLOCK)?,
+                log: self.intx_log.clone(),
+            }))
         }
     }
 }

@@ -33,6 +33,7 @@ macro_rules! config_only_device {
                 Vec::new()
             }
             fn set_bar_address(&mut self, _: usize, _: u64) {}
+            fn set_bar_mapped(&mut self, _: usize, _: Option<u64>) {}
             fn bar_parts(&self, _: usize) -> Vec<BarPart> {
                 Vec::new()
             }

@@ -169,11 +169,19 @@ impl Msix {
         }
     }
 
+    /// Whether the guest lets vector `index` fire: MSI-X enabled, the
+    /// function and the entry unmasked.
+    pub fn is_live(&self, index: usize) -> bool {
+        self.entries.get(index).is_some_and(|e| {
+            self.enabled()
+                && self.control & CONTROL_FUNCTION_MASK == 0
+                && e.control & ENTRY_MASKED == 0
+        })
+    }
+
     fn sync(&mut self, index: usize) {
         let e = self.entries[index];
-        let live = self.enabled()
-            && self.control & CONTROL_FUNCTION_MASK == 0
-            && e.control & ENTRY_MASKED == 0;
+        let live = self.is_live(index);
         let result = if live {
             // Re-route on every change while live: Linux rewrites the
             // message of an unmasked vector when it moves an IRQ.

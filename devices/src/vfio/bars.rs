@@ -30,25 +30,28 @@ pub enum BarError {
 /// Decodes the host's memory BARs from the BAR registers of its config space
 /// and the region sizes VFIO reports (0: not implemented).
 ///
-/// The guest-visible size is the host size rounded up to a page so that the
-/// direct-mapped parts line up; the device decodes only its own part, and
-/// the trapped rest reads as all-ones. I/O BARs are left out (returned in
-/// the second list): VFs have none and vfvm does not emulate port-I/O BARs,
-/// so their registers read as zero (not implemented) in the guest.
-pub fn decode(regs: [u32; 6], sizes: [u64; 6]) -> Result<(Vec<BarInfo>, Vec<usize>), BarError> {
+/// The guest-visible size of a memory BAR is the host size rounded up to a
+/// page so that the direct-mapped parts line up; the device decodes only
+/// its own part, and the trapped rest reads as all-ones. I/O BARs keep
+/// their size (at least 4 ports) and are trapped whole.
+pub fn decode(regs: [u32; 6], sizes: [u64; 6]) -> Result<Vec<BarInfo>, BarError> {
     let mut bars = Vec::new();
-    let mut io = Vec::new();
     let mut index = 0;
     while index < 6 {
         let (reg, size) = (regs[index], sizes[index]);
         let is64 = reg & BAR_IO == 0 && reg & BAR_TYPE_MASK == BAR_TYPE_64;
         let next = index + if is64 { 2 } else { 1 };
+        if size != 0 && !size.is_power_of_two() {
+            return Err(BarError::BadSize { index, size });
+        }
         if size != 0 && reg & BAR_IO != 0 {
-            io.push(index);
+            bars.push(BarInfo {
+                index,
+                size: size.max(4),
+                kind: BarKind::Io,
+                prefetchable: false,
+            });
         } else if size != 0 {
-            if !size.is_power_of_two() {
-                return Err(BarError::BadSize { index, size });
-            }
             let kind = match reg & BAR_TYPE_MASK {
                 0 => BarKind::Mem32,
                 BAR_TYPE_64 if index < 5 => BarKind::Mem64,
@@ -69,7 +72,7 @@ pub fn decode(regs: [u32; 6], sizes: [u64; 6]) -> Result<(Vec<BarInfo>, Vec<usiz
         }
         index = next;
     }
-    Ok((bars, io))
+    Ok(bars)
 }
 
 fn align_down(v: u64) -> u64 {
@@ -137,7 +140,7 @@ mod tests {
         // prefetchable (MSI-X).
         let regs = [0xc, 0, 0, 0xc, 0, 0];
         let sizes = [0x4000, 0, 0, 0x4000, 0, 0];
-        let (bars, io) = decode(regs, sizes).unwrap();
+        let bars = decode(regs, sizes).unwrap();
         assert_eq!(
             bars,
             [
@@ -145,22 +148,21 @@ mod tests {
                 bar(3, 0x4000, BarKind::Mem64, true)
             ]
         );
-        assert!(io.is_empty());
     }
 
     #[test]
     fn decodes_32_bit_io_and_small_bars() {
         let regs = [0x0, 0x1, 0x8, 0, 0, 0];
         let sizes = [0x100, 0x20, 0x10_0000, 0, 0, 0];
-        let (bars, io) = decode(regs, sizes).unwrap();
+        let bars = decode(regs, sizes).unwrap();
         assert_eq!(
             bars,
             [
                 bar(0, PAGE_SIZE, BarKind::Mem32, false),
+                bar(1, 0x20, BarKind::Io, false),
                 bar(2, 0x10_0000, BarKind::Mem32, true)
             ]
         );
-        assert_eq!(io, [1]);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! offset 0x100 and cannot be unlinked; if it is hidden its header is shown
 //! as ID 0, version 0, with the next pointer to the first visible one.
 
+use super::le32;
+
 /// Standard capability: power management.
 pub const CAP_ID_PM: u16 = 0x01;
 /// Standard capability: MSI.
@@ -45,11 +47,6 @@ fn byte(cfg: &[u8], offset: usize) -> u8 {
     cfg.get(offset).copied().unwrap_or(0)
 }
 
-fn dword(cfg: &[u8], offset: usize) -> u32 {
-    cfg.get(offset..offset + 4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 /// The standard capability list of `cfg`, in list order. Malformed pointers
 /// (inside the header, past 0x100) end the list; a loop is cut.
 pub fn standard(cfg: &[u8]) -> Vec<Capability> {
@@ -76,7 +73,7 @@ pub fn extended(cfg: &[u8]) -> Vec<Capability> {
     let mut caps = Vec::new();
     let mut ptr = EXTENDED_START;
     while ptr >= EXTENDED_START && ptr + 4 <= cfg.len() && caps.len() < MAX_CAPS {
-        let header = dword(cfg, ptr);
+        let header = le32(cfg, ptr);
         if header == 0 || header == u32::MAX || caps.iter().any(|c: &Capability| c.offset == ptr) {
             break;
         }
@@ -118,10 +115,7 @@ pub fn unlink_extended(
     }
     for (i, cap) in visible.iter().enumerate() {
         let next = visible.get(i + 1).map_or(0, |c| c.offset as u32);
-        patches.push((
-            cap.offset,
-            dword(cfg, cap.offset) & 0x000f_ffff | next << 20,
-        ));
+        patches.push((cap.offset, le32(cfg, cap.offset) & 0x000f_ffff | next << 20));
     }
     patches
 }

@@ -10,19 +10,50 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bars::{self, BarError};
 use super::caps::{self, CAP_ID_MSI, CAP_ID_MSIX, HIDDEN_EXTENDED};
-use super::host::{HostFunction, IrqKind, Mmap, CONFIG_REGION};
+use super::host::{HostFunction, IrqKind, Mmap, CONFIG_REGION, ROM_REGION};
 use super::msi::{self, Msi};
 use super::overlay::ConfigOverlay;
-use crate::interrupt::{InterruptManager, MsiVectors};
-use crate::pci::{BarInfo, BarMove, BarPart, Msix, PciConfig, PciDevice, MSIX_ENTRY_SIZE};
+use super::{le16, le32};
+use crate::interrupt::{InterruptManager, LevelIrq, MsiVectors};
+use crate::pci::{
+    BarInfo, BarKind, BarMove, BarPart, Msix, PciConfig, PciDevice, MSIX_ENTRY_SIZE, ROM_BAR,
+};
 
 const CONFIG_MAX: usize = 4096;
 const REG_BAR0: usize = 4;
 const REG_BAR_END: usize = 10;
+const REG_ROM: usize = 12;
 const COMMAND: Range<usize> = 0x04..0x06;
-const ROM: usize = 0x30;
+const HEADER_TYPE: usize = 0x0e;
+const HEADER_MULTI_FUNCTION: u8 = 0x80;
 const INTERRUPT_LINE: usize = 0x3c;
+const INTERRUPT_PIN: usize = 0x3d;
 const MSIX_CONTROL_ENABLE: u16 = 1 << 15;
+/// The smallest expansion ROM BAR (its address bits start at bit 11).
+const ROM_MIN_SIZE: u64 = 2048;
+/// The largest ROM vfvm offers (the PCI Firmware spec's limit).
+pub const ROM_MAX_SIZE: u64 = 16 << 20;
+
+/// Where the guest's expansion ROM comes from (`rom=` of `-s passthru`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Rom {
+    /// The device's own ROM, read from VFIO's ROM region, if it has one.
+    #[default]
+    Device,
+    /// No ROM (`rom=off`).
+    Off,
+    /// This image instead (`rom=FILE`).
+    Image(Vec<u8>),
+}
+
+/// How a passthrough function is presented.
+#[derive(Clone, Debug, Default)]
+pub struct VfioOptions {
+    /// Guest slot, which decides the guest interrupt of its INTx pin.
+    pub slot: u8,
+    /// Its expansion ROM.
+    pub rom: Rom,
+}
 
 /// Errors of opening a passthrough function; each names the device.
 #[derive(Debug, thiserror::Error)]
@@ -57,9 +88,13 @@ pub enum Error {
         bar: usize,
         offset: u64,
     },
-    /// Only INTx: not supported.
-    #[error("{device}: no MSI-X or MSI capability; INTx-only devices are not supported")]
-    NoMsi { device: String },
+    /// The VMM could not provide the INTx pin.
+    #[error("{device}: cannot wire its INTx pin: {source}")]
+    Intx {
+        device: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The VMM could not provide interrupt vectors.
     #[error("{device}: cannot get {count} MSI vectors: {source}")]
     Vectors {
@@ -99,7 +134,12 @@ struct MsixState {
     vectors: Arc<dyn MsiVectors>,
     table: Placement,
     pba: Placement,
-    on: bool,
+    /// VFIO's MSI-X is on with this many vectors allocated (0: off).
+    allocated: u32,
+    /// The vectors whose eventfds VFIO has: those the guest has unmasked
+    /// since MSI-X was turned on.
+    given: Vec<bool>,
+    resizable: bool,
 }
 
 struct MsiState {
@@ -115,15 +155,28 @@ struct Mapping {
     map: Mmap,
 }
 
+struct IntxState {
+    line: Box<dyn LevelIrq>,
+    /// VFIO signals the line and the line is connected to the guest.
+    on: bool,
+}
+
 /// A host PCI function passed through with VFIO.
 ///
 /// Config space is read from and written to the device except for the
-/// bytes vfvm virtualizes: BARs (guest addresses, sizes from the host),
-/// expansion ROM (hidden), interrupt line/pin (no INTx), the MSI-X and MSI
-/// controls, and the next pointers that unlink hidden capabilities (MSI
-/// when MSI-X exists; SR-IOV, ARI, ATS, PRI, PASID, resizable BAR).
-/// BARs are mmap'd and mapped straight into the guest, except the pages
-/// holding the MSI-X table and PBA, which are trapped and emulated.
+/// bytes vfvm virtualizes: BARs and the expansion ROM BAR (guest
+/// addresses, sizes from the host), the interrupt line (the guest interrupt
+/// the INTx pin raises), the multi-function bit (the guest slot's, not the
+/// host's), the MSI-X and MSI controls, and the next pointers that unlink
+/// hidden capabilities (MSI when MSI-X exists; SR-IOV, ARI, ATS, PRI,
+/// PASID, resizable BAR). Memory BARs are mmap'd and mapped straight into
+/// the guest, except the pages holding the MSI-X table and PBA, which are
+/// trapped and emulated; I/O BARs are trapped and forwarded to VFIO; the
+/// ROM is read once and mapped from a read-only copy.
+///
+/// Interrupts: INTx is on (a resampling irqfd, VFIO unmasking on the
+/// guest's EOI) whenever neither MSI nor MSI-X is; VFIO allows one kind
+/// at a time.
 pub struct VfioPciDevice<H: HostFunction = VfioDevice> {
     name: String,
     host: H,
@@ -132,6 +185,10 @@ pub struct VfioPciDevice<H: HostFunction = VfioDevice> {
     bars: PciConfig,
     host_sizes: [u64; 6],
     mappings: Vec<Mapping>,
+    rom: Option<Vec<u8>>,
+    /// The ROM for a read-only slot, when it is at least a page.
+    rom_map: Option<Mmap>,
+    intx: Option<IntxState>,
     msix: Option<MsixState>,
     msi: Option<MsiState>,
 }
@@ -139,11 +196,12 @@ pub struct VfioPciDevice<H: HostFunction = VfioDevice> {
 impl VfioPciDevice<VfioDevice> {
     /// Opens the function at `sysfs_path` (`/sys/bus/pci/devices/DDDD:BB:SS.F`,
     /// bound to vfio-pci) in `container`, resets it and gets its vectors
-    /// from `irq`.
+    /// and INTx pin from `irq`.
     pub fn new(
         sysfs_path: &Path,
         container: Arc<VfioContainer>,
         irq: &dyn InterruptManager,
+        options: VfioOptions,
     ) -> Result<Self, Error> {
         let device = sysfs_path.file_name().map_or_else(
             || sysfs_path.display().to_string(),
@@ -161,26 +219,40 @@ impl VfioPciDevice<VfioDevice> {
                     source,
                 },
             })?;
-        Self::with_host(device, host, irq)
+        Self::with_host(device, host, irq, options)
     }
 }
 
-fn le16(image: &[u8], at: usize) -> u16 {
-    image
-        .get(at..at + 2)
-        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn le32(image: &[u8], at: usize) -> u32 {
-    image
-        .get(at..at + 4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+/// The guest's ROM image: `rom`'s, or the device's own from VFIO's ROM
+/// region (none if it has none, or one larger than [`ROM_MAX_SIZE`]).
+fn rom_image(name: &str, host: &impl HostFunction, rom: Rom) -> Option<Vec<u8>> {
+    match rom {
+        Rom::Off => None,
+        Rom::Image(image) => Some(image),
+        Rom::Device => {
+            let size = host.region(ROM_REGION).size;
+            if size > ROM_MAX_SIZE {
+                warn!("{name}: its {size:#x}-byte ROM is too large to offer; the guest sees none");
+                return None;
+            }
+            let mut image = vec![0u8; size as usize];
+            (size > 0).then(|| {
+                host.read(ROM_REGION, 0, &mut image);
+                image
+            })
+        }
+    }
 }
 
 impl<H: HostFunction> VfioPciDevice<H> {
     /// A passthrough device over `host`, named `name` in errors and logs.
     /// Resets the function first so the guest starts from a clean device.
-    pub fn with_host(name: String, host: H, irq: &dyn InterruptManager) -> Result<Self, Error> {
+    pub fn with_host(
+        name: String,
+        host: H,
+        irq: &dyn InterruptManager,
+        options: VfioOptions,
+    ) -> Result<Self, Error> {
         host.reset();
         let config_size = host.region(CONFIG_REGION).size;
         if config_size < 256 {
@@ -195,23 +267,59 @@ impl<H: HostFunction> VfioPciDevice<H> {
 
         let regs: [u32; 6] = std::array::from_fn(|i| le32(&image, 0x10 + 4 * i));
         let host_sizes: [u64; 6] = std::array::from_fn(|i| host.region(i as u32).size);
-        let (bar_list, io) = bars::decode(regs, host_sizes).map_err(|source| Error::Bar {
+        let bar_list = bars::decode(regs, host_sizes).map_err(|source| Error::Bar {
             device: name.clone(),
             source,
         })?;
-        for index in io {
-            warn!("{name}: I/O BAR{index} is not supported; the guest sees it unimplemented");
-        }
         let class = (image[0x0b], image[0x0a], image[0x09]);
         let mut bars = PciConfig::new(le16(&image, 0), le16(&image, 2), class, image[0x08]);
         for bar in &bar_list {
             bars.add_bar(*bar);
         }
+        let rom = rom_image(&name, &host, options.rom);
+        let mut rom_map = None;
+        if let Some(image) = &rom {
+            let size = (image.len() as u64).next_power_of_two().max(ROM_MIN_SIZE);
+            bars.add_bar(BarInfo {
+                index: ROM_BAR,
+                size,
+                kind: BarKind::Mem32,
+                prefetchable: false,
+            });
+            // Mapped read-only, the guest reads it without exits (a 256 KiB
+            // ROM read through sysfs is 64K reads); a sub-page ROM stays
+            // trapped.
+            if size >= bars::PAGE_SIZE {
+                rom_map = Mmap::copy_of(image, size)
+                    .inspect_err(|e| warn!("{name}: ROM reads are trapped: cannot copy it: {e}"))
+                    .ok();
+            }
+        }
 
         let mut overlay = ConfigOverlay::new(config_len);
-        // No expansion ROM; no INTx (pin 0), the line is guest storage.
-        overlay.emulate(ROM, &[0; 4], &[0; 4]);
-        overlay.emulate(INTERRUPT_LINE, &[0, 0], &[0xff, 0]);
+        // The guest slot decides whether there are other functions.
+        overlay.emulate(
+            HEADER_TYPE,
+            &[image[HEADER_TYPE] & !HEADER_MULTI_FUNCTION],
+            &[0],
+        );
+        let pin = image[INTERRUPT_PIN];
+        let intx = if (1..=4).contains(&pin) && host.irq_count(IrqKind::Intx) > 0 {
+            let line = irq.intx(options.slot, pin).map_err(|source| Error::Intx {
+                device: name.clone(),
+                source,
+            })?;
+            Some(IntxState { line, on: false })
+        } else {
+            None
+        };
+        // The line is the guest interrupt the pin raises, as firmware would
+        // program it (0xff: none); the guest may overwrite it.
+        let (line, pin) = match &intx {
+            Some(i) => (u8::try_from(i.line.gsi()).unwrap_or(0xff), pin),
+            None => (0xff, 0),
+        };
+        overlay.emulate(INTERRUPT_LINE, &[line, pin], &[0xff, 0]);
 
         let standard = caps::standard(&image);
         let find = |id| standard.iter().find(|c| c.id == id).map(|c| c.offset);
@@ -242,7 +350,8 @@ impl<H: HostFunction> VfioPciDevice<H> {
                     let reg = le32(&image, at);
                     let (bar, offset) = ((reg & 7) as usize, u64::from(reg & !7));
                     let end = offset + len;
-                    if bar_list.iter().any(|b| b.index == bar) && end <= host_sizes[bar] {
+                    let memory = |b: &BarInfo| b.index == bar && b.kind != BarKind::Io;
+                    if bar_list.iter().any(memory) && end <= host_sizes[bar] {
                         Ok(Placement {
                             bar,
                             range: offset..end,
@@ -273,7 +382,9 @@ impl<H: HostFunction> VfioPciDevice<H> {
                     vectors,
                     table,
                     pba,
-                    on: false,
+                    allocated: 0,
+                    given: vec![false; count],
+                    resizable: host.msix_resizable(),
                 };
                 (Some(state), None)
             }
@@ -292,11 +403,11 @@ impl<H: HostFunction> VfioPciDevice<H> {
                 };
                 (None, Some(state))
             }
-            (None, None) => return Err(Error::NoMsi { device: name }),
+            (None, None) => (None, None),
         };
 
         let mut mappings = Vec::new();
-        for bar in &bar_list {
+        for bar in bar_list.iter().filter(|b| b.kind != BarKind::Io) {
             let index = bar.index;
             let trapped: Vec<Range<u64>> = msix
                 .iter()
@@ -324,7 +435,7 @@ impl<H: HostFunction> VfioPciDevice<H> {
             }
         }
 
-        Ok(VfioPciDevice {
+        let mut device = VfioPciDevice {
             name,
             host,
             config_len,
@@ -332,33 +443,129 @@ impl<H: HostFunction> VfioPciDevice<H> {
             bars,
             host_sizes,
             mappings,
+            rom,
+            rom_map,
+            intx,
             msix,
             msi,
-        })
+        };
+        device.intx_on();
+        Ok(device)
+    }
+
+    /// Wires INTx: the line connected to the guest, VFIO signalling it and
+    /// unmasking the device on the line's resample signal.
+    fn intx_on(&mut self) {
+        let Some(i) = self.intx.as_mut() else { return };
+        if i.on {
+            return;
+        }
+        let result = i
+            .line
+            .set_enabled(true)
+            .and_then(|()| {
+                let trigger = i.line.trigger();
+                self.host.set_irqs(IrqKind::Intx, 0, &[Some(trigger)])
+            })
+            .and_then(|()| self.host.set_intx_unmask(i.line.resample()));
+        match result {
+            Ok(()) => i.on = true,
+            Err(e) => error!("{}: cannot enable INTx: {e}", self.name),
+        }
+    }
+
+    /// Unwires INTx, as VFIO requires before MSI or MSI-X.
+    fn intx_off(&mut self) {
+        let Some(i) = self.intx.as_mut() else { return };
+        if !i.on {
+            return;
+        }
+        if let Err(e) = self.host.disable_irq(IrqKind::Intx) {
+            error!("{}: cannot disable INTx: {e}", self.name);
+        }
+        if let Err(e) = i.line.set_enabled(false) {
+            error!("{}: cannot disconnect INTx: {e}", self.name);
+        }
+        i.on = false;
     }
 
     fn update_msix(&mut self) {
         let Some(m) = self.msix.as_mut() else { return };
         let bytes = self.overlay.bytes(m.cap + 2..m.cap + 4);
         let control = u16::from_le_bytes([bytes[0], bytes[1]]);
-        let enable = control & MSIX_CONTROL_ENABLE != 0;
-        if enable && !m.on {
-            // Every vector's eventfd goes to VFIO; whether it reaches the
-            // guest is the irqfd's business (Msix connects it per entry).
-            let fds: Vec<&EventFd> = (0..m.vectors.len())
-                .filter_map(|i| m.vectors.notifier(i))
-                .collect();
-            match self.host.enable_irq(IrqKind::Msix, &fds) {
-                Ok(()) => m.on = true,
-                Err(e) => error!("{}: cannot enable MSI-X: {e}", self.name),
-            }
-        } else if !enable && m.on {
+        m.msix.set_control(control);
+        if control & MSIX_CONTROL_ENABLE == 0 && m.allocated > 0 {
             if let Err(e) = self.host.disable_irq(IrqKind::Msix) {
                 error!("{}: cannot disable MSI-X: {e}", self.name);
             }
-            m.on = false;
+            m.allocated = 0;
+            m.given.fill(false);
+            self.intx_on();
         }
-        m.msix.set_control(control);
+        self.sync_msix_vectors();
+    }
+
+    /// Hands VFIO the eventfds of the vectors the guest has unmasked, and
+    /// only those: a VF with a large table would otherwise take that many
+    /// host vectors. Whether a signal reaches the guest stays the irqfd's
+    /// business (Msix connects it per entry), so a vector once given
+    /// stays with VFIO until MSI-X is turned off.
+    fn sync_msix_vectors(&mut self) {
+        if self
+            .msix
+            .as_ref()
+            .is_some_and(|m| m.msix.enabled() && m.allocated == 0)
+        {
+            self.intx_off();
+        }
+        let Some(m) = self.msix.as_mut() else { return };
+        if !m.msix.enabled() {
+            return;
+        }
+        let wanted: Vec<usize> = (0..m.given.len())
+            .filter(|&i| m.msix.is_live(i) && !m.given[i])
+            .collect();
+        if m.allocated > 0 && wanted.is_empty() {
+            return;
+        }
+        let fd = |i: usize| m.vectors.notifier(i);
+        let result = match wanted.last() {
+            // Beyond what a fixed-size MSI-X has (or its first vectors):
+            // VFIO must turn it off and on again with more vectors.
+            Some(&last) if (last as u32) >= m.allocated && (m.allocated == 0 || !m.resizable) => {
+                if m.allocated > 0 {
+                    if let Err(e) = self.host.disable_irq(IrqKind::Msix) {
+                        error!("{}: cannot resize MSI-X: {e}", self.name);
+                    }
+                }
+                let fds: Vec<Option<&EventFd>> = (0..=last)
+                    .map(|i| (m.given[i] || wanted.contains(&i)).then(|| fd(i)).flatten())
+                    .collect();
+                self.host
+                    .set_irqs(IrqKind::Msix, 0, &fds)
+                    .map(|()| m.allocated = last as u32 + 1)
+            }
+            Some(_) => wanted.iter().try_for_each(|&i| {
+                self.host
+                    .set_irqs(IrqKind::Msix, i as u32, &[fd(i)])
+                    .map(|()| m.allocated = m.allocated.max(i as u32 + 1))
+            }),
+            // The guest enabled MSI-X with every vector masked: the device
+            // goes into MSI-X mode with one vector and no eventfd, as the
+            // guest sees it (PF/VF mailboxes may depend on the mode).
+            None => self
+                .host
+                .set_irqs(IrqKind::Msix, 0, &[None])
+                .map(|()| m.allocated = 1),
+        };
+        match result {
+            Ok(()) => {
+                for i in wanted {
+                    m.given[i] = true;
+                }
+            }
+            Err(e) => error!("{}: cannot enable MSI-X vectors: {e}", self.name),
+        }
     }
 
     fn update_msi(&mut self) {
@@ -367,6 +574,10 @@ impl<H: HostFunction> VfioPciDevice<H> {
         let Some(count) = m.msi.update(&body) else {
             return;
         };
+        if count > 0 {
+            self.intx_off();
+        }
+        let Some(m) = self.msi.as_mut() else { return };
         // VFIO cannot change the vector count of an enabled MSI.
         if m.active > 0 {
             if let Err(e) = self.host.disable_irq(IrqKind::Msi) {
@@ -375,11 +586,13 @@ impl<H: HostFunction> VfioPciDevice<H> {
             m.active = 0;
         }
         if count > 0 {
-            let fds: Vec<&EventFd> = (0..count).filter_map(|i| m.vectors.notifier(i)).collect();
-            match self.host.enable_irq(IrqKind::Msi, &fds) {
+            let fds: Vec<Option<&EventFd>> = (0..count).map(|i| m.vectors.notifier(i)).collect();
+            match self.host.set_irqs(IrqKind::Msi, 0, &fds) {
                 Ok(()) => m.active = count,
                 Err(e) => error!("{}: cannot enable MSI: {e}", self.name),
             }
+        } else {
+            self.intx_on();
         }
     }
 
@@ -398,7 +611,7 @@ impl<H: HostFunction> PciDevice for VfioPciDevice<H> {
         if start >= self.config_len {
             return 0;
         }
-        if (REG_BAR0..REG_BAR_END).contains(&reg) {
+        if (REG_BAR0..REG_BAR_END).contains(&reg) || reg == REG_ROM {
             return self.bars.read(reg);
         }
         let mut data = [0u8; 4];
@@ -412,7 +625,7 @@ impl<H: HostFunction> PciDevice for VfioPciDevice<H> {
         if data.is_empty() || offset as usize + data.len() > 4 || start >= self.config_len {
             return Vec::new();
         }
-        if (REG_BAR0..REG_BAR_END).contains(&reg) {
+        if (REG_BAR0..REG_BAR_END).contains(&reg) || reg == REG_ROM {
             return self.bars.write(reg, offset, data);
         }
         for run in self.overlay.write(start, data) {
@@ -449,19 +662,39 @@ impl<H: HostFunction> PciDevice for VfioPciDevice<H> {
         self.bars.set_bar_address(index, addr);
     }
 
+    fn set_bar_mapped(&mut self, index: usize, at: Option<u64>) {
+        self.bars.set_mapped(index, at);
+    }
+
     fn bar_parts(&self, index: usize) -> Vec<BarPart> {
+        let direct = |offset, map: &Mmap, readonly| BarPart::Direct {
+            offset,
+            len: map.size(),
+            host_addr: map.addr(),
+            readonly,
+        };
+        if index == ROM_BAR {
+            return self.rom_map.iter().map(|m| direct(0, m, true)).collect();
+        }
         self.mappings
             .iter()
             .filter(|m| m.bar == index)
-            .map(|m| BarPart::Direct {
-                offset: m.offset,
-                len: m.map.size(),
-                host_addr: m.map.addr(),
-            })
+            .map(|m| direct(m.offset, &m.map, false))
             .collect()
     }
 
     fn read_bar(&mut self, index: usize, offset: u64, data: &mut [u8]) {
+        if index == ROM_BAR {
+            // A sub-page ROM (larger ones are mapped read-only). Past the
+            // image (the BAR is a power of two) reads as all-ones.
+            data.fill(0xff);
+            if let Some(rom) = &self.rom {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(rom.len());
+                let end = start.saturating_add(data.len()).min(rom.len());
+                data[..end - start].copy_from_slice(&rom[start..end]);
+            }
+            return;
+        }
         if let Some(m) = &self.msix {
             if m.table.contains(index, offset) {
                 return m.msix.read_table(offset - m.table.range.start, data);
@@ -480,7 +713,8 @@ impl<H: HostFunction> PciDevice for VfioPciDevice<H> {
     fn write_bar(&mut self, index: usize, offset: u64, data: &[u8]) {
         if let Some(m) = &mut self.msix {
             if m.table.contains(index, offset) {
-                return m.msix.write_table(offset - m.table.range.start, data);
+                m.msix.write_table(offset - m.table.range.start, data);
+                return self.sync_msix_vectors();
             }
             if m.pba.contains(index, offset) {
                 return; // read-only
@@ -497,7 +731,8 @@ impl<H: HostFunction> Drop for VfioPciDevice<H> {
     /// mappings gone, then a reset (FLR). The VMM must have removed the
     /// BARs' KVM memory slots (or closed the VM) before dropping.
     fn drop(&mut self) {
-        if self.msix.as_ref().is_some_and(|m| m.on) {
+        self.intx_off();
+        if self.msix.as_ref().is_some_and(|m| m.allocated > 0) {
             if let Err(e) = self.host.disable_irq(IrqKind::Msix) {
                 warn!("{}: cannot disable MSI-X: {e}", self.name);
             }

@@ -1,5 +1,7 @@
-//! VFIO PCI passthrough: a host function (typically an SR-IOV VF bound to
-//! vfio-pci) presented to the guest as a [`crate::pci::PciDevice`].
+//! VFIO PCI passthrough: a host function (an SR-IOV VF, a whole PF, any
+//! function bound to vfio-pci) presented to the guest as a
+//! [`crate::pci::PciDevice`], with its memory and I/O BARs, expansion ROM,
+//! INTx, MSI and MSI-X.
 //!
 //! Modules: [`caps`] walks and hides capabilities, [`bars`] decodes host
 //! BARs and splits them into direct-mapped and trapped pieces, `overlay`
@@ -22,6 +24,9 @@
 pub mod bars;
 pub mod caps;
 mod device;
+#[cfg(any(test, feature = "fuzzing"))]
+#[allow(clippy::single_range_in_vec_init)]
+pub mod fake;
 pub mod host;
 mod msi;
 mod overlay;
@@ -29,5 +34,19 @@ mod overlay;
 #[allow(clippy::single_range_in_vec_init)]
 mod tests;
 
-pub use device::{Error, VfioPciDevice};
+pub use device::{Error, Rom, VfioOptions, VfioPciDevice, ROM_MAX_SIZE};
+
+/// The little-endian u16 at `at` in a config-space image; 0 past its end.
+fn le16(image: &[u8], at: usize) -> u16 {
+    image
+        .get(at..at + 2)
+        .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+/// The little-endian u32 at `at` in a config-space image; 0 past its end.
+fn le32(image: &[u8], at: usize) -> u32 {
+    image
+        .get(at..at + 4)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
 pub use host::{HostFunction, IrqKind, Mmap, RegionInfo};

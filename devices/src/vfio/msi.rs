@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use log::warn;
 
+use super::{le16, le32};
 use crate::interrupt::{MsiMessage, MsiVectors};
 
 const CONTROL_ENABLE: u16 = 1;
@@ -78,14 +79,8 @@ impl Msi {
     /// guest write; reroutes and (dis)connects vectors. Returns the number
     /// of vectors VFIO must now signal if it changed (0: disable MSI).
     pub fn update(&mut self, body: &[u8]) -> Option<usize> {
-        let le16 = |at: usize| {
-            body.get(at..at + 2)
-                .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
-        };
-        let le32 = |at: usize| {
-            body.get(at..at + 4)
-                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
+        let le16 = |at| le16(body, at);
+        let le32 = |at| le32(body, at);
         let control = le16(0);
         let (address, data_at) = if self.is64() {
             (u64::from(le32(6)) << 32 | u64::from(le32(2)), 10)

@@ -1,113 +1,12 @@
-//! Fakes for the VFIO device logic and tests of [`VfioPciDevice`] over them.
+//! Tests of [`VfioPciDevice`] over the fake host function (`fake`).
 
-use std::io;
 use std::sync::{Arc, Mutex};
 
-use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::tempfile::TempFile;
-
-use super::host::{HostFunction, IrqKind, Mmap, RegionInfo};
-use super::{Error, VfioPciDevice};
+use super::fake::{e1000, host, igb_vf_config, opts, FakeHost, MSIX_CAP, PCIE_CAP};
+use super::{Rom, VfioOptions, VfioPciDevice};
 use crate::interrupt::testing::{FakeInterrupts, FakeVectors};
 use crate::interrupt::MsiVectors;
-use crate::pci::{BarMove, BarPart, PciDevice};
-
-/// A host function with byte arrays for regions and a log of VFIO calls.
-struct FakeHost {
-    regions: Mutex<Vec<Vec<u8>>>,
-    mappable: [bool; 6],
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl FakeHost {
-    fn log(&self, s: String) {
-        self.log.lock().unwrap().push(s);
-    }
-}
-
-impl HostFunction for FakeHost {
-    fn region(&self, index: u32) -> RegionInfo {
-        let size = self.regions.lock().unwrap()[index as usize].len() as u64;
-        let mappable = match self.mappable.get(index as usize) {
-            Some(true) => vec![0..size],
-            _ => Vec::new(),
-        };
-        RegionInfo { size, mappable }
-    }
-    fn read(&self, index: u32, offset: u64, data: &mut [u8]) {
-        let regions = self.regions.lock().unwrap();
-        let at = offset as usize;
-        data.copy_from_slice(&regions[index as usize][at..at + data.len()]);
-    }
-    fn write(&self, index: u32, offset: u64, data: &[u8]) {
-        let at = offset as usize;
-        self.regions.lock().unwrap()[index as usize][at..at + data.len()].copy_from_slice(data);
-        self.log(format!("write {index} {offset:#x} {data:x?}"));
-    }
-    fn mmap(&self, _index: u32, offset: u64, len: u64) -> io::Result<Mmap> {
-        let file = TempFile::new().map_err(io::Error::other)?.into_file();
-        file.set_len(offset + len)?;
-        Mmap::new(&file, offset, len)
-    }
-    fn enable_irq(&self, kind: IrqKind, fds: &[&EventFd]) -> io::Result<()> {
-        self.log(format!("enable {kind:?} {}", fds.len()));
-        Ok(())
-    }
-    fn disable_irq(&self, kind: IrqKind) -> io::Result<()> {
-        self.log(format!("disable {kind:?}"));
-        Ok(())
-    }
-    fn reset(&self) {
-        self.log("reset".to_string());
-    }
-}
-
-const MSIX_CAP: usize = 0x70;
-const PCIE_CAP: usize = 0xa0;
-
-/// An 82576 VF: 8086:10ca, BAR0 and BAR3 16 KiB 64-bit prefetchable,
-/// MSI-X (3 vectors, table at BAR3+0, PBA at BAR3+0x2000), PCIe, and in
-/// extended space ARI@0x100 -> AER@0x150.
-fn igb_vf_config() -> Vec<u8> {
-    let mut c = vec![0u8; 4096];
-    c[0..4].copy_from_slice(&0x10ca_8086u32.to_le_bytes());
-    c[0x06] = 0x10; // capability list
-    c[0x08..0x0c].copy_from_slice(&[0x01, 0x00, 0x00, 0x02]);
-    c[0x10] = 0x0c;
-    c[0x1c] = 0x0c;
-    c[0x34] = MSIX_CAP as u8;
-    c[MSIX_CAP..MSIX_CAP + 12].copy_from_slice(&[
-        0x11,
-        PCIE_CAP as u8,
-        0x02,
-        0x00, // 3 vectors
-        0x03,
-        0x00,
-        0x00,
-        0x00, // table: BIR 3, offset 0
-        0x03,
-        0x20,
-        0x00,
-        0x00, // PBA: BIR 3, offset 0x2000
-    ]);
-    c[PCIE_CAP..PCIE_CAP + 2].copy_from_slice(&[0x10, 0x00]);
-    c[0x100..0x104].copy_from_slice(&(0x0eu32 | 1 << 16 | 0x150 << 20).to_le_bytes());
-    c[0x150..0x154].copy_from_slice(&(0x01u32 | 1 << 16).to_le_bytes());
-    c
-}
-
-fn host(config: Vec<u8>, bar_sizes: [usize; 6]) -> (FakeHost, Arc<Mutex<Vec<String>>>) {
-    let mut regions: Vec<Vec<u8>> = bar_sizes.iter().map(|&s| vec![0u8; s]).collect();
-    regions.push(Vec::new()); // ROM
-    regions.push(config);
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let fake = FakeHost {
-        regions: Mutex::new(regions),
-        mappable: [true; 6],
-        log: log.clone(),
-    };
-    (fake, log)
-}
+use crate::pci::{BarKind, BarMove, BarPart, PciDevice, ROM_BAR};
 
 fn take(log: &Mutex<Vec<String>>) -> Vec<String> {
     std::mem::take(&mut log.lock().unwrap())
@@ -120,7 +19,7 @@ fn igb_vf() -> (
 ) {
     let (fake, log) = host(igb_vf_config(), [0x4000, 0, 0, 0x4000, 0, 0]);
     let irq = FakeInterrupts::default();
-    let dev = VfioPciDevice::with_host("0000:01:10.0".to_string(), fake, &irq).unwrap();
+    let dev = VfioPciDevice::with_host("0000:01:10.0".to_string(), fake, &irq, opts()).unwrap();
     let vectors = irq.last.lock().unwrap().clone().unwrap();
     assert_eq!(take(&log), ["reset"]);
     (dev, log, vectors)
@@ -180,12 +79,38 @@ fn command_passes_through_and_memory_decode_moves_bars() {
         moves,
         [BarMove {
             index: 3,
-            old: 0xe000_4000,
-            new: 0xe001_0000,
+            kind: BarKind::Mem64,
+            old: Some(0xe000_4000),
+            new: Some(0xe001_0000),
             size: 0x4000
         }]
     );
     assert_eq!(d.read_config(1) & 0xffff, 0x0006);
+}
+
+#[test]
+fn memory_decode_off_unmaps_the_bars_and_on_maps_them_again() {
+    let (mut d, _, _) = igb_vf();
+    d.set_bar_address(0, 0xe000_0000);
+    d.set_bar_address(3, 0xe000_4000);
+    assert!(d.write_config(1, 0, &[0x06, 0x00]).is_empty(), "in place");
+    let off = d.write_config(1, 0, &[0x04, 0x00]);
+    let places = |moves: &[BarMove]| -> Vec<(usize, Option<u64>, Option<u64>)> {
+        moves.iter().map(|m| (m.index, m.old, m.new)).collect()
+    };
+    assert_eq!(
+        places(&off),
+        [(0, Some(0xe000_0000), None), (3, Some(0xe000_4000), None)],
+        "the direct-mapped slots must go"
+    );
+    for m in &off {
+        d.set_bar_mapped(m.index, m.new);
+    }
+    let on = d.write_config(1, 0, &[0x06, 0x00]);
+    assert_eq!(
+        places(&on),
+        [(0, None, Some(0xe000_0000)), (3, None, Some(0xe000_4000))]
+    );
 }
 
 #[test]
@@ -196,9 +121,16 @@ fn header_hides_rom_and_intx() {
         regions[7][0x30..0x34].copy_from_slice(&[0x01, 0x00, 0x0f, 0xfe]);
         regions[7][0x3c..0x3e].copy_from_slice(&[0x0a, 0x01]);
     }
-    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default()).unwrap();
-    assert_eq!(d.read_config(0x30 / 4), 0, "no expansion ROM");
-    assert_eq!(d.read_config(0x3c / 4) & 0xffff, 0, "pin 0, line ours");
+    let mut d =
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), opts()).unwrap();
+    assert_eq!(d.read_config(0x30 / 4), 0, "no expansion ROM region");
+    d.write_config(0x30 / 4, 0, &u32::MAX.to_le_bytes());
+    assert_eq!(d.read_config(0x30 / 4), 0, "no ROM BAR to size");
+    assert_eq!(
+        d.read_config(0x3c / 4) & 0xffff,
+        0x00ff,
+        "no INTx from VFIO: pin 0, line none"
+    );
     d.write_config(0x3c / 4, 0, &[0x0b]);
     assert_eq!(d.read_config(0x3c / 4) & 0xffff, 0x000b);
     assert_eq!(d.read_config(0), 0x10ca_8086, "identity passes through");
@@ -211,35 +143,67 @@ fn extended_list_skips_ari() {
     assert_eq!(d.read_config(0x150 / 4), 0x0001_0001);
 }
 
+/// Programs MSI-X table entry `i` (address, data) and unmasks it.
+fn unmask_entry(d: &mut VfioPciDevice<FakeHost>, i: u64, data: u32) {
+    d.write_bar(3, 16 * i, &0xfee0_0000u32.to_le_bytes());
+    d.write_bar(3, 16 * i + 8, &data.to_le_bytes());
+    d.write_bar(3, 16 * i + 12, &0u32.to_le_bytes());
+}
+
 #[test]
-fn msix_enable_hands_all_vectors_to_vfio() {
+fn msix_vectors_go_to_vfio_as_the_guest_unmasks_them() {
     let (mut d, log, vectors) = igb_vf();
-    // Program entry 1 through the trapped table page, then unmask it.
-    d.write_bar(3, 16, &0xfee0_0000u32.to_le_bytes());
-    d.write_bar(3, 24, &0x31u32.to_le_bytes());
-    d.write_bar(3, 28, &0u32.to_le_bytes());
+    unmask_entry(&mut d, 1, 0x31);
+    assert!(take(&log).is_empty(), "MSI-X is off");
     let mut b = [0u8; 4];
     d.read_bar(3, 24, &mut b);
     assert_eq!(u32::from_le_bytes(b), 0x31);
     d.write_config(MSIX_CAP / 4, 3, &[0x80]);
     assert_eq!(
         take(&log),
-        ["enable Msix 3"],
-        "control not written to the device"
+        ["set Msix 0 [-x]"],
+        "only vector 1, and the control is not written to the device"
     );
     assert_eq!(
         vectors.take_log(),
         ["route 1 0xfee00000 0x31", "enable 1 true"]
     );
     assert_eq!(d.read_config(MSIX_CAP / 4) >> 16, 0x8002);
+    unmask_entry(&mut d, 2, 0x32);
+    assert_eq!(take(&log), ["set Msix 2 [x]"], "added while on");
     d.write_config(MSIX_CAP / 4, 3, &[0xc0]); // function mask: VFIO stays on
     assert!(take(&log).is_empty());
-    assert_eq!(vectors.take_log(), ["enable 1 false"]);
+    assert_eq!(
+        vectors.take_log()[2..],
+        ["enable 1 false", "enable 2 false"]
+    );
     d.write_config(MSIX_CAP / 4, 3, &[0x00]);
     assert_eq!(take(&log), ["disable Msix"]);
     d.write_config(MSIX_CAP / 4, 3, &[0x80]);
     drop(d);
-    assert_eq!(take(&log), ["enable Msix 3", "disable Msix", "reset"]);
+    assert_eq!(take(&log), ["set Msix 0 [-xx]", "disable Msix", "reset"]);
+}
+
+#[test]
+fn msix_with_every_vector_masked_and_a_fixed_size_table() {
+    let (fake, log) = host(igb_vf_config(), [0x4000, 0, 0, 0x4000, 0, 0]);
+    let fake = FakeHost {
+        resizable: false,
+        ..fake
+    };
+    let mut d =
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), opts()).unwrap();
+    take(&log);
+    d.write_config(MSIX_CAP / 4, 3, &[0x80]);
+    assert_eq!(take(&log), ["set Msix 0 [-]"], "MSI-X mode, no vector");
+    unmask_entry(&mut d, 0, 0x30);
+    assert_eq!(take(&log), ["set Msix 0 [x]"]);
+    unmask_entry(&mut d, 2, 0x32);
+    assert_eq!(
+        take(&log),
+        ["disable Msix", "set Msix 0 [x-x]"],
+        "VFIO cannot grow it while on"
+    );
 }
 
 #[test]
@@ -262,7 +226,8 @@ fn msi_is_hidden_behind_msix() {
     c[MSIX_CAP + 1] = 0x50;
     c[0x50..0x52].copy_from_slice(&[0x05, PCIE_CAP as u8]);
     let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default()).unwrap();
+    let mut d =
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), opts()).unwrap();
     assert_eq!(d.read_config(MSIX_CAP / 4) >> 8 & 0xff, PCIE_CAP as u32);
 }
 
@@ -273,13 +238,13 @@ fn msi_only_device_gets_emulated_msi() {
     c[MSIX_CAP..MSIX_CAP + 12].copy_from_slice(&[0x05, 0, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     let (fake, log) = host(c, [0x4000, 0, 0, 0, 0, 0]);
     let irq = FakeInterrupts::default();
-    let mut d = VfioPciDevice::with_host("x".into(), fake, &irq).unwrap();
+    let mut d = VfioPciDevice::with_host("x".into(), fake, &irq, opts()).unwrap();
     let vectors = irq.last.lock().unwrap().clone().unwrap();
     take(&log);
     write32(&mut d, MSIX_CAP / 4 + 1, 0xfee0_1000);
     d.write_config(MSIX_CAP / 4 + 3, 0, &[0x45, 0]);
     d.write_config(MSIX_CAP / 4, 2, &[0x81, 0x00]);
-    assert_eq!(take(&log), ["enable Msi 1"]);
+    assert_eq!(take(&log), ["set Msi 0 [x]"]);
     assert_eq!(
         vectors.take_log(),
         ["route 0 0xfee01000 0x45", "enable 0 true"]
@@ -291,20 +256,14 @@ fn msi_only_device_gets_emulated_msi() {
 #[test]
 fn errors_name_the_device() {
     let mut c = igb_vf_config();
-    c[0x06] = 0; // no capabilities at all
-    let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeInterrupts::default())
-    else {
-        panic!("a device without MSI must be refused");
-    };
-    assert!(matches!(e, Error::NoMsi { .. }));
-    assert!(e.to_string().starts_with("0000:01:10.0: no MSI-X or MSI"));
-
-    let mut c = igb_vf_config();
     c[MSIX_CAP + 4] = 0x02; // table in BAR2, which does not exist
     let (fake, _) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
-    let Err(e) = VfioPciDevice::with_host("0000:01:10.0".into(), fake, &FakeInterrupts::default())
-    else {
+    let Err(e) = VfioPciDevice::with_host(
+        "0000:01:10.0".into(),
+        fake,
+        &FakeInterrupts::default(),
+        opts(),
+    ) else {
         panic!("a misplaced table must be refused");
     };
     assert_eq!(
@@ -326,9 +285,18 @@ fn config_region_reads_are_bounded() {
 
 #[test]
 fn random_guest_accesses_never_panic() {
-    // Whatever the guest does to config space and the trapped BAR pieces,
-    // in any order and width, vfvm keeps running.
-    let (mut d, _, _) = igb_vf();
+    // Whatever the guest does to config space and the trapped BAR pieces
+    // (the ROM and I/O BARs too), in any order and width, vfvm keeps
+    // running.
+    let (d, _, _) = igb_vf();
+    random_accesses(d);
+    let (fake, _) = e1000(true, |_| ());
+    random_accesses(
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), opts()).unwrap(),
+    );
+}
+
+fn random_accesses(mut d: VfioPciDevice<FakeHost>) {
     let mut state: u64 = 0x0f10;
     let mut next = || {
         state = state
@@ -352,4 +320,137 @@ fn random_guest_accesses_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn an_intx_nic_gets_its_pin_io_bar_and_rom() {
+    let (fake, log) = e1000(true, |_| ());
+    let irq = FakeInterrupts::default();
+    let mut d = VfioPciDevice::with_host("0000:00:06.0".into(), fake, &irq, opts()).unwrap();
+    assert_eq!(take(&log), ["reset", "set Intx 0 [x]", "intx unmask fd"]);
+    assert_eq!(*irq.intx_log.lock().unwrap(), ["intx 21 true"]);
+    assert_eq!(d.read_config(0x3c / 4) & 0xffff, 0x0115, "INTA#, line 21");
+    assert_eq!(
+        d.read_config(3) >> 16 & 0x80,
+        0,
+        "the slot decides multi-function"
+    );
+    let bars: Vec<_> = d.bars().iter().map(|b| (b.index, b.size, b.kind)).collect();
+    assert_eq!(
+        bars,
+        [
+            (0, 0x20000, BarKind::Mem32),
+            (1, 0x40, BarKind::Io),
+            (6, 0x800, BarKind::Mem32)
+        ]
+    );
+    assert!(d.bar_parts(1).is_empty(), "I/O is trapped");
+    d.write_bar(1, 4, &[1, 2, 3, 4]);
+    let mut b = [0u8; 4];
+    d.read_bar(1, 4, &mut b);
+    assert_eq!(b, [1, 2, 3, 4]);
+    assert_eq!(
+        take(&log),
+        ["write 1 0x4 [1, 2, 3, 4]"],
+        "to VFIO's I/O region"
+    );
+    // The ROM: sized like a ROM BAR, read from the image, never written.
+    d.write_config(12, 0, &(!1u32).to_le_bytes());
+    assert_eq!(d.read_config(12), 0xffff_f800);
+    d.read_bar(ROM_BAR, 0, &mut b);
+    assert_eq!(b, [0x55, 0xaa, 14, 21]);
+    d.write_bar(ROM_BAR, 0, &[0; 4]);
+    d.read_bar(ROM_BAR, 0, &mut b);
+    assert_eq!(b, [0x55, 0xaa, 14, 21], "read-only");
+    d.read_bar(ROM_BAR, 0x7fe, &mut b);
+    assert_eq!(b[2..], [0xff, 0xff], "past the image");
+    assert!(take(&log).is_empty(), "ROM accesses never reach the device");
+    drop(d);
+    assert_eq!(take(&log), ["disable Intx", "reset"]);
+    assert_eq!(irq.intx_log.lock().unwrap()[1], "intx 21 false");
+}
+
+#[test]
+fn rom_off_and_rom_from_a_file() {
+    let rom_bar = |rom: Rom| {
+        let (fake, _) = e1000(true, |_| ());
+        let options = VfioOptions { slot: 5, rom };
+        let mut d = VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), options)
+            .unwrap();
+        d.write_config(12, 0, &(!1u32).to_le_bytes());
+        let mut b = [0u8; 2];
+        d.read_bar(ROM_BAR, 0x800, &mut b);
+        (d.read_config(12), b)
+    };
+    assert_eq!(rom_bar(Rom::Off), (0, [0xff; 2]), "rom=off: no ROM BAR");
+    let image: Vec<u8> = (0..3000).map(|i| i as u8).collect();
+    assert_eq!(
+        rom_bar(Rom::Image(image.clone())),
+        (0xffff_f000, [0x00, 0x01]),
+        "rom=FILE: a 4 KiB BAR with the file's bytes"
+    );
+    // A ROM of a page or more is mapped read-only: no exits for reads.
+    let (fake, _) = e1000(true, |_| ());
+    let options = VfioOptions {
+        slot: 5,
+        rom: Rom::Image(image.clone()),
+    };
+    let d =
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), options).unwrap();
+    let parts = d.bar_parts(ROM_BAR);
+    let [BarPart::Direct {
+        offset: 0,
+        len: 0x1000,
+        host_addr,
+        readonly: true,
+    }] = parts[..]
+    else {
+        panic!("one read-only page: {parts:?}");
+    };
+    // SAFETY: the device keeps this 4 KiB read-only mapping alive while
+    // `d` lives, and nothing writes it.
+    let mapped = unsafe { std::slice::from_raw_parts(host_addr as *const u8, 0x1000) };
+    assert_eq!(&mapped[..3000], &image[..]);
+    assert!(mapped[3000..].iter().all(|&b| b == 0xff), "padded");
+}
+
+#[test]
+fn intx_is_off_while_msi_or_msix_is_on() {
+    // An MSI-capable function with INTA#.
+    let (fake, log) = e1000(true, |c| {
+        c[0x06] = 0x10;
+        c[0x34] = 0x50;
+        c[0x50..0x54].copy_from_slice(&[0x05, 0x00, 0x80, 0x00]);
+    });
+    let irq = FakeInterrupts::default();
+    let mut d = VfioPciDevice::with_host("x".into(), fake, &irq, opts()).unwrap();
+    take(&log);
+    irq.intx_log.lock().unwrap().clear();
+    d.write_config(0x50 / 4, 2, &[0x81, 0x00]);
+    assert_eq!(take(&log), ["disable Intx", "set Msi 0 [x]"]);
+    d.write_config(0x50 / 4, 2, &[0x80, 0x00]);
+    assert_eq!(
+        take(&log),
+        ["disable Msi", "set Intx 0 [x]", "intx unmask fd"]
+    );
+    assert_eq!(
+        *irq.intx_log.lock().unwrap(),
+        ["intx 21 false", "intx 21 true"]
+    );
+
+    // An igb VF-like function with MSI-X and a pin.
+    let mut c = igb_vf_config();
+    c[0x3d] = 1;
+    let (fake, log) = host(c, [0x4000, 0, 0, 0x4000, 0, 0]);
+    let fake = FakeHost { intx: true, ..fake };
+    let mut d =
+        VfioPciDevice::with_host("x".into(), fake, &FakeInterrupts::default(), opts()).unwrap();
+    take(&log);
+    d.write_config(MSIX_CAP / 4, 3, &[0x80]);
+    assert_eq!(take(&log), ["disable Intx", "set Msix 0 [-]"]);
+    d.write_config(MSIX_CAP / 4, 3, &[0x00]);
+    assert_eq!(
+        take(&log),
+        ["disable Msix", "set Intx 0 [x]", "intx unmask fd"]
+    );
 }

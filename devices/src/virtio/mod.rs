@@ -7,9 +7,9 @@
 //! keeps the device free of PCI and the transport free of any device type.
 //!
 //! Queue notifications are eventfds the device owns: the VMM turns them into
-//! KVM ioeventfds ([`crate::pci::BarPart::Notify`]) and the device's event
-//! handler waits on them on the VMM's event thread, so a vCPU never waits for
-//! a request to complete.
+//! KVM ioeventfds ([`crate::pci::BarPart::Notify`]) and the device's I/O
+//! threads wait on them, so a vCPU never waits for a request to complete and
+//! the VMM's event thread never waits for a disk.
 
 pub mod block;
 pub mod pci;
@@ -44,6 +44,9 @@ pub enum ActivateError {
     /// The driver gave fewer or more queues than the device has.
     #[error("expected {expected} queues, got {got}")]
     QueueCount { expected: usize, got: usize },
+    /// A queue's I/O thread could not start.
+    #[error("cannot start the I/O thread of queue {0}: {1}")]
+    Thread(usize, String),
 }
 
 /// A virtio device, as its transport sees it.

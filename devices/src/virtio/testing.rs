@@ -24,17 +24,25 @@ pub fn memory() -> Arc<GuestMemoryMmap> {
     Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap())
 }
 
-/// The driver's side of a split queue at fixed addresses.
+/// The driver's side of a split queue at fixed addresses (offset by
+/// `base`, for a second queue).
 pub struct Driver {
     mem: Arc<GuestMemoryMmap>,
+    base: u64,
     next_desc: u16,
     avail_idx: u16,
 }
 
 impl Driver {
     pub fn new(mem: &Arc<GuestMemoryMmap>) -> Self {
+        Self::at(mem, 0)
+    }
+
+    /// A driver whose rings are `base` bytes above the default ones.
+    pub fn at(mem: &Arc<GuestMemoryMmap>, base: u64) -> Self {
         Driver {
             mem: mem.clone(),
+            base,
             next_desc: 0,
             avail_idx: 0,
         }
@@ -43,11 +51,11 @@ impl Driver {
     /// A device-side queue over this driver's rings.
     pub fn queue(&self) -> Queue {
         let mut q = Queue::new(QUEUE_SIZE).unwrap();
-        q.try_set_desc_table_address(GuestAddress(DESC_TABLE))
+        q.try_set_desc_table_address(GuestAddress(self.base + DESC_TABLE))
             .unwrap();
-        q.try_set_avail_ring_address(GuestAddress(AVAIL_RING))
+        q.try_set_avail_ring_address(GuestAddress(self.base + AVAIL_RING))
             .unwrap();
-        q.try_set_used_ring_address(GuestAddress(USED_RING))
+        q.try_set_used_ring_address(GuestAddress(self.base + USED_RING))
             .unwrap();
         q.set_ready(true);
         q
@@ -65,7 +73,7 @@ impl Driver {
             } else {
                 flags | VIRTQ_DESC_F_NEXT
             };
-            let at = GuestAddress(DESC_TABLE + 16 * u64::from(idx));
+            let at = GuestAddress(self.base + DESC_TABLE + 16 * u64::from(idx));
             self.mem.write_obj(addr, at).unwrap();
             self.mem.write_obj(len, at.unchecked_add(8)).unwrap();
             self.mem.write_obj(flags, at.unchecked_add(12)).unwrap();
@@ -73,22 +81,24 @@ impl Driver {
                 .write_obj(self.next_desc, at.unchecked_add(14))
                 .unwrap();
         }
-        let slot = AVAIL_RING + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
+        let slot = self.base + AVAIL_RING + 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
         self.mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.mem
-            .write_obj(self.avail_idx, GuestAddress(AVAIL_RING + 2))
+            .write_obj(self.avail_idx, GuestAddress(self.base + AVAIL_RING + 2))
             .unwrap();
         head
     }
 
     pub fn used_idx(&self) -> u16 {
-        self.mem.read_obj(GuestAddress(USED_RING + 2)).unwrap()
+        self.mem
+            .read_obj(GuestAddress(self.base + USED_RING + 2))
+            .unwrap()
     }
 
     /// Used ring entry `i`: (descriptor head, length written).
     pub fn used(&self, i: u16) -> (u32, u32) {
-        let at = GuestAddress(USED_RING + 4 + 8 * u64::from(i % QUEUE_SIZE));
+        let at = GuestAddress(self.base + USED_RING + 4 + 8 * u64::from(i % QUEUE_SIZE));
         let id = self.mem.read_obj(at).unwrap();
         let len = self.mem.read_obj(at.unchecked_add(4)).unwrap();
         (id, len)
@@ -136,5 +146,17 @@ pub struct CountingInterrupt(pub Mutex<Vec<usize>>);
 impl VirtioInterrupt for CountingInterrupt {
     fn signal_queue(&self, queue: usize) {
         self.0.lock().unwrap().push(queue);
+    }
+}
+
+/// A tiny deterministic generator (no rand crate in the tree).
+pub struct Lcg(pub u64);
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
     }
 }

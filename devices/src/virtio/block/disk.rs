@@ -1,28 +1,28 @@
 //! The disk image behind a virtio-blk device.
 //!
-//! Opening: `nocache` adds `O_DIRECT` (bypass the host page cache), `direct`
-//! adds `O_SYNC` (each write is durable when it completes), as in bhyve.
+//! Opening: `bypass_cache` adds `O_DIRECT` (bypass the host page cache,
+//! bhyve's `nocache`), `sync_writes` adds `O_SYNC` (each write is durable
+//! when it completes, bhyve's `direct`).
 //!
-//! Locking: a writable image takes an exclusive `flock`, a read-only image a
-//! shared one, both non-blocking. So any number of VMs may share an image
+//! Locking ([`super::lock`]): any number of VMs may share an image
 //! read-only, but as long as one VM has it open, writable or not, no other
-//! VM can open it for writing; and a writer keeps readers out too, since
-//! they would see a filesystem changing under them. `flock` locks belong to
-//! the open file, so they vanish when the VM exits, even on a crash.
+//! VM (vfvm or QEMU) can open it for writing; and a writer keeps readers out
+//! too, since they would see a filesystem changing under them.
 //!
 //! I/O is positioned (`preadv`/`pwritev`) straight between the file and
 //! guest memory. `O_DIRECT` needs buffers, offsets and lengths aligned to the
 //! logical sector; a request whose guest buffers are not goes through an
 //! aligned bounce buffer, one chunk at a time.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use vm_memory::VolatileSlice;
 
+use super::lock::{lock_image, LockError};
 use super::Error;
 
 /// Length of a GET_ID serial number.
@@ -35,10 +35,10 @@ const ZERO_CHUNK: usize = 1 << 20;
 pub struct OpenFlags {
     /// No writes.
     pub readonly: bool,
-    /// `O_DIRECT`.
-    pub nocache: bool,
-    /// `O_SYNC`.
-    pub direct: bool,
+    /// `O_DIRECT`: bypass the host page cache.
+    pub bypass_cache: bool,
+    /// `O_SYNC`: each write durable when it completes.
+    pub sync_writes: bool,
 }
 
 /// An open, locked disk image.
@@ -50,6 +50,8 @@ pub struct Disk {
     readonly: bool,
     /// Buffer alignment `O_DIRECT` needs, if the image was opened with it.
     direct_align: Option<usize>,
+    /// The image lives in memory (tmpfs): no I/O on it waits for a device.
+    in_memory: bool,
 }
 
 impl Disk {
@@ -57,10 +59,10 @@ impl Disk {
     /// aligned to `sector` bytes.
     pub fn open(path: &Path, flags: OpenFlags, sector: usize) -> Result<Disk, Error> {
         let mut custom = 0;
-        if flags.nocache {
+        if flags.bypass_cache {
             custom |= libc::O_DIRECT;
         }
-        if flags.direct {
+        if flags.sync_writes {
             custom |= libc::O_SYNC;
         }
         let file = OpenOptions::new()
@@ -69,15 +71,20 @@ impl Disk {
             .custom_flags(custom)
             .open(path)
             .map_err(|source| open_error(path, flags, source))?;
-        let locked = if flags.readonly {
-            file.try_lock_shared()
-        } else {
-            file.try_lock()
-        };
-        match locked {
+        let file_type = file
+            .metadata()
+            .map_err(|source| Error::Open {
+                path: path.to_owned(),
+                source,
+            })?
+            .file_type();
+        if !file_type.is_file() && !file_type.is_block_device() {
+            return Err(Error::NotAFile(path.to_owned()));
+        }
+        match lock_image(&file, flags.readonly) {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::Locked(path.to_owned())),
-            Err(TryLockError::Error(source)) => {
+            Err(LockError::Conflict) => return Err(Error::Locked(path.to_owned())),
+            Err(LockError::Io(source)) => {
                 return Err(Error::Lock {
                     path: path.to_owned(),
                     source,
@@ -91,12 +98,22 @@ impl Disk {
                 source,
             })?;
         Ok(Disk {
+            in_memory: is_tmpfs(&file),
             file,
             path: path.to_owned(),
             size,
             readonly: flags.readonly,
-            direct_align: flags.nocache.then_some(sector),
+            direct_align: flags.bypass_cache.then_some(sector),
         })
+    }
+
+    /// Whether the image is in memory (tmpfs), where a write or a flush
+    /// never waits for a device: io_uring would hand each to a kernel
+    /// worker thread (tmpfs cannot start a write without blocking), which
+    /// costs two thread switches for a memory copy the I/O thread can do
+    /// itself.
+    pub(super) fn in_memory(&self) -> bool {
+        self.in_memory
     }
 
     /// Size in bytes.
@@ -107,6 +124,11 @@ impl Disk {
     /// Whether writes are refused.
     pub fn readonly(&self) -> bool {
         self.readonly
+    }
+
+    /// The open image, for io_uring.
+    pub(super) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
     }
 
     /// The image's path.
@@ -123,7 +145,9 @@ impl Disk {
         Ok(s)
     }
 
-    fn needs_bounce(&self, bufs: &[VolatileSlice<'_>]) -> bool {
+    /// Whether `bufs` must go through a bounce buffer (`O_DIRECT` and
+    /// misaligned).
+    pub(super) fn needs_bounce(&self, bufs: &[VolatileSlice<'_>]) -> bool {
         self.direct_align.is_some_and(|a| {
             bufs.iter().any(|b| {
                 !(b.ptr_guard().as_ptr() as usize).is_multiple_of(a) || !b.len().is_multiple_of(a)
@@ -226,6 +250,19 @@ impl Disk {
     }
 }
 
+/// Whether `file` is on tmpfs.
+fn is_tmpfs(file: &File) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes one `struct statfs` to the pointer, which
+    // points to enough (zeroed) memory for it.
+    let r = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: fstatfs succeeded, so it filled the struct.
+    let f_type = (r == 0).then(|| unsafe { st.assume_init() }.f_type);
+    // The two have different integer types with glibc and with musl.
+    #[allow(clippy::unnecessary_cast)]
+    f_type.is_some_and(|t| t as i64 == libc::TMPFS_MAGIC as i64)
+}
+
 const PUNCH_HOLE: libc::c_int = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
 
 fn open_error(path: &Path, flags: OpenFlags, source: io::Error) -> Error {
@@ -236,7 +273,7 @@ fn open_error(path: &Path, flags: OpenFlags, source: io::Error) -> Error {
             path,
             readonly: flags.readonly,
         },
-        _ if flags.nocache && source.raw_os_error() == Some(libc::EINVAL) => {
+        _ if flags.bypass_cache && source.raw_os_error() == Some(libc::EINVAL) => {
             Error::DirectUnsupported(path)
         }
         _ => Error::Open { path, source },
@@ -368,6 +405,20 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
+    }
+
+    #[test]
+    fn only_files_and_block_devices_are_disks() {
+        let ro = OpenFlags {
+            readonly: true,
+            ..OpenFlags::default()
+        };
+        let e = Disk::open(Path::new("/tmp"), ro, 512).unwrap_err();
+        assert_eq!(e.to_string(), "/tmp: not a regular file or block device");
+        let e = Disk::open(Path::new("/dev/null"), ro, 512).unwrap_err();
+        assert!(matches!(e, Error::NotAFile(_)), "{e}");
+        let e = Disk::open(Path::new("/tmp"), OpenFlags::default(), 512).unwrap_err();
+        assert!(e.to_string().contains("Is a directory"), "{e}");
     }
 
     #[test]

@@ -2,22 +2,28 @@
 //!
 //! - [`device`]: the [`Block`] device: features, configuration, activation;
 //! - [`request`]: descriptor chains to validated requests;
-//! - [`disk`]: the image file: opening, locking, positioned I/O;
-//! - [`handler`]: the request loop on the VMM's event thread;
-//! - [`metrics`]: counters for the API.
+//! - [`disk`]: the image file: opening, positioned I/O;
+//! - [`lock`]: image locks, as vfvm and QEMU take them;
+//! - `worker`: each queue's I/O thread: the request loop, budget, batched
+//!   completions;
+//! - `uring`: requests in flight through io_uring;
+//! - [`metrics`]: counters per queue, for the API.
 
 pub mod device;
 pub mod disk;
-pub mod handler;
+pub mod lock;
 pub mod metrics;
 pub mod request;
+#[cfg(test)]
+mod tests;
+mod uring;
+mod worker;
 
 use std::io;
 use std::path::PathBuf;
 
-pub use device::{Block, BlockConfig};
-pub use handler::BlockHandler;
-pub use metrics::{BlockMetrics, BlockMetricsSnapshot};
+pub use device::{check_sector_sizes, Block, BlockConfig, SectorSizeError, MAX_QUEUES};
+pub use metrics::{BlockMetrics, Counter, QueueMetrics};
 
 /// Errors of setting up a block device. Each names the image and says what
 /// to do about it.
@@ -37,6 +43,9 @@ pub enum Error {
     /// `nocache` on a filesystem without `O_DIRECT`.
     #[error("{}: its filesystem does not support O_DIRECT; remove the nocache option", .0.display())]
     DirectUnsupported(PathBuf),
+    /// Neither a regular file nor a block device (a directory, a FIFO...).
+    #[error("{}: not a regular file or block device", .0.display())]
+    NotAFile(PathBuf),
     /// Any other open failure.
     #[error("{}: cannot open disk image: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
@@ -57,17 +66,17 @@ pub enum Error {
         sector: u32,
     },
     /// Sector sizes the device cannot present.
-    #[error(
-        "invalid sector sizes {logical}/{physical}: the logical size must be a power of two \
-         from 512 to 4096 and the physical size a power of two from it to 65536"
-    )]
-    SectorSize { logical: u32, physical: u32 },
+    #[error("{0}")]
+    SectorSize(#[source] device::SectorSizeError),
     /// A `serial=` too long for GET_ID.
     #[error("serial number {0:?} is longer than 20 bytes")]
     SerialTooLong(String),
     /// The serial could not be derived from the file.
     #[error("{}: cannot read the file's identity for a serial number: {source}", path.display())]
     Serial { path: PathBuf, source: io::Error },
+    /// A queue count the device cannot offer.
+    #[error("num_queues={0}: a disk has 1 to {max} queues", max = device::MAX_QUEUES)]
+    QueueCount(u16),
     /// No eventfd for the queue.
     #[error("cannot create the queue eventfd: {0}")]
     EventFd(io::Error),

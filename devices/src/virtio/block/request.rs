@@ -339,27 +339,34 @@ fn total(bufs: &[Buf]) -> u64 {
 }
 
 /// Removes the last `n` bytes of `bufs` and returns them as buffers, or
-/// `None` (leaving `bufs` alone) if there are fewer.
+/// `None` (leaving `bufs` alone) if there are fewer, or if a buffer's end
+/// wraps past the top of the address space (it cannot lie in guest memory:
+/// nothing has been range-checked yet when the status byte is split off).
 fn split_back(bufs: &mut Vec<Buf>, n: u64) -> Option<Vec<Buf>> {
     if total(bufs) < n {
         return None;
     }
     let mut tail = Vec::new();
     let mut left = n;
+    let mut cut = bufs.len();
+    let mut last_keep = 0;
     while left > 0 {
-        let last = bufs.last_mut()?;
-        let take = left.min(u64::from(last.len)) as u32;
-        // Cannot overflow: the descriptor covered `addr + len`.
-        let keep = last.len - take;
-        tail.push(Buf {
-            addr: last.addr.unchecked_add(u64::from(keep)),
-            len: take,
-        });
-        last.len = keep;
-        if keep == 0 {
+        cut = cut.checked_sub(1)?;
+        let b = bufs[cut];
+        let take = left.min(u64::from(b.len)) as u32;
+        last_keep = b.len - take;
+        let addr = b.addr.checked_add(u64::from(last_keep))?;
+        addr.checked_add(u64::from(take))?;
+        tail.push(Buf { addr, len: take });
+        left -= u64::from(take);
+    }
+    // Only now change `bufs`: every address above was valid.
+    bufs.truncate(cut + 1);
+    match bufs.last_mut() {
+        Some(b) if last_keep > 0 => b.len = last_keep,
+        _ => {
             bufs.pop();
         }
-        left -= u64::from(take);
     }
     tail.reverse();
     Some(tail)
@@ -700,5 +707,36 @@ mod tests {
         assert_eq!(bufs, vec![buf(0x100, 3)]);
         assert_eq!(split_back(&mut bufs, 4), None);
         assert_eq!(bufs, vec![buf(0x100, 3)]);
+        assert_eq!(split_back(&mut bufs, 3), Some(vec![buf(0x100, 3)]));
+        assert_eq!(bufs, vec![]);
+        assert_eq!(split_back(&mut bufs, 0), Some(vec![]));
+    }
+
+    #[test]
+    fn split_back_refuses_buffers_that_wrap() {
+        // Ends past the top of the address space: before this was checked,
+        // debug builds panicked and release builds wrapped the status
+        // address to the bottom of guest memory.
+        let mut bufs = vec![buf(0x100, 4), buf(u64::MAX - 2, 8)];
+        assert_eq!(split_back(&mut bufs, 1), None);
+        assert_eq!(bufs, vec![buf(0x100, 4), buf(u64::MAX - 2, 8)]);
+        let mut bufs = vec![buf(u64::MAX, 1)];
+        assert_eq!(split_back(&mut bufs, 1), None);
+        let mut bufs = vec![buf(u64::MAX - 1, 1)];
+        assert_eq!(split_back(&mut bufs, 1), Some(vec![buf(u64::MAX - 1, 1)]));
+    }
+
+    #[test]
+    fn a_status_descriptor_that_wraps_is_no_status() {
+        let mem = memory();
+        header(&mem, VIRTIO_BLK_T_IN, 0);
+        let e = parse(&mem, &[(HDR, 16, 0), (u64::MAX - 3, 16, W)]).unwrap_err();
+        assert_eq!(
+            e,
+            Rejected {
+                error: Error::NoStatus,
+                status: None
+            }
+        );
     }
 }

@@ -1,0 +1,4 @@
+//! ACPI devices of the hardware-reduced platform.
+
+pub mod ged;
+pub mod pcihp;
