@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use crate::{ApiRequest, ErrorBody};
 
-/// How long to wait for the server.
-const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the server (longer than it waits for the VMM).
+const TIMEOUT: Duration = Duration::from_secs(45);
 /// The largest response accepted.
 const MAX_RESPONSE: u64 = 16 << 20;
 
@@ -55,12 +55,33 @@ impl Response {
 
 /// Sends `request` to the API server on `socket`.
 pub fn send(socket: &Path, request: ApiRequest) -> Result<Response, ClientError> {
-    let (method, uri) = request.route();
-    call(socket, method.as_str(), uri, "")
+    let (method, uri) = request.route().endpoint();
+    call(socket, method.as_str(), uri, &request.body())
+}
+
+/// [`send`], asking for the answer as `accept` (e.g. `text/plain` for
+/// counters in Prometheus' format) rather than JSON.
+pub fn send_accepting(
+    socket: &Path,
+    request: ApiRequest,
+    accept: &str,
+) -> Result<Response, ClientError> {
+    let (method, uri) = request.route().endpoint();
+    exchange(socket, method.as_str(), uri, &request.body(), accept)
 }
 
 /// Sends `method uri` with `body` to the API server on `socket`.
 pub fn call(socket: &Path, method: &str, uri: &str, body: &str) -> Result<Response, ClientError> {
+    exchange(socket, method, uri, body, "application/json")
+}
+
+fn exchange(
+    socket: &Path,
+    method: &str,
+    uri: &str,
+    body: &str,
+    accept: &str,
+) -> Result<Response, ClientError> {
     let io_err = |source| ClientError::Io {
         path: socket.display().to_string(),
         source,
@@ -70,7 +91,7 @@ pub fn call(socket: &Path, method: &str, uri: &str, body: &str) -> Result<Respon
     stream.set_write_timeout(Some(TIMEOUT)).map_err(io_err)?;
     let mut req = format!(
         "{method} {uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-         Accept: application/json\r\nContent-Length: {}\r\n",
+         Accept: {accept}\r\nContent-Length: {}\r\n",
         body.len()
     );
     if !body.is_empty() {
@@ -168,6 +189,9 @@ mod tests {
         assert!(!r.is_success());
         let r = parse("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!((r.status, r.body.as_str()), (204, ""));
+        // vfvm's own server writes no reason phrase.
+        let r = parse("HTTP/1.1 405 \r\nContent-Length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (405, "{}"));
         assert!(parse("garbage\r\n\r\n").is_err());
         assert!(parse("HTTP/1.1 abc\r\n\r\n").is_err());
         assert!(parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{}").is_err());

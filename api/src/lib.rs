@@ -1,157 +1,38 @@
-//! vfvm's REST API over a unix socket.
+//! vfvm's REST API over a unix socket, in Cloud Hypervisor's shape.
 //!
-//! The VMM starts an [`ApiServer`] on `vfvm run --api-sock PATH`. Its thread
-//! accepts HTTP/1.1 requests (tiny_http), maps each route to an
-//! [`ApiRequest`], hands it to the VMM over an mpsc channel together with a
-//! reply channel, wakes the VMM's event loop through an eventfd, and waits
-//! for the [`ApiResponse`] or [`ApiError`]. The VMM thread owns the VM; the
-//! API thread never touches it. [`client`] is the other end, used by
-//! `vfvm ctl`. The routes and `api/openapi.yaml` are kept in step by a test.
+//! The VMM starts an [`ApiServer`] on `vfvm run --api-sock PATH`. Its
+//! thread serves HTTP/1.1 (hyper, on a tokio runtime confined to it), maps
+//! each route to an [`ApiRequest`], hands it to the VMM over an mpsc
+//! channel together with a [`Reply`], wakes the VMM's event loop through
+//! an eventfd, and waits for the [`ApiResponse`] or [`ApiError`]. The VMM
+//! thread owns the VM; the API thread never touches it. [`client`] is the
+//! other end, used by `vfvm ctl`.
 //!
-//! This crate does not depend on the VMM: what the VMM reports (its
-//! configuration, its exit counters) travels as JSON values.
+//! - [`routes`]: the route table, the one source for the server, the
+//!   client and the tests that keep `api/openapi.yaml` and Cloud
+//!   Hypervisor's document in step;
+//! - [`types`]: requests, answers, errors and counters;
+//! - `server`: the thread, its limits, and the responses Cloud
+//!   Hypervisor's own client can read;
+//! - `socket`: the socket file (0600, stale ones replaced) and who may
+//!   connect (`SO_PEERCRED`).
+//!
+//! This crate does not depend on the VMM: what the VMM reports travels as
+//! these types or as JSON values.
 
 pub mod client;
+pub mod prometheus;
+pub mod routes;
 mod server;
+mod socket;
+pub mod types;
 
-use serde::{Deserialize, Serialize};
-
-pub use server::{ApiMessage, ApiServer, Error};
-
-/// Version prefix of every route.
-pub const API_PREFIX: &str = "/api/v1";
-
-/// What a client can ask of the VMM.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiRequest {
-    /// The VM's configuration and state.
-    Info,
-    /// Exit counters (and device counters, where the VMM has them).
-    Counters,
-    /// Stop every vCPU; the VM keeps its state.
-    Pause,
-    /// Let paused vCPUs run again.
-    Resume,
-    /// Stop the VM; `vfvm run` exits with status 1 (bhyve's "powered off").
-    Shutdown,
-}
-
-/// HTTP methods the API uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// Read-only.
-    Get,
-    /// Changes the VM's state.
-    Put,
-}
-
-impl Method {
-    /// The method as it appears on the request line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Put => "PUT",
-        }
-    }
-}
-
-/// Every route: (method, path, request). The server, the client and the
-/// OpenAPI test all read this table.
-pub const ROUTES: &[(Method, &str, ApiRequest)] = &[
-    (Method::Get, "/api/v1/vm.info", ApiRequest::Info),
-    (Method::Get, "/api/v1/vm.counters", ApiRequest::Counters),
-    (Method::Put, "/api/v1/vm.pause", ApiRequest::Pause),
-    (Method::Put, "/api/v1/vm.resume", ApiRequest::Resume),
-    (Method::Put, "/api/v1/vm.shutdown", ApiRequest::Shutdown),
-];
-
-impl ApiRequest {
-    /// The route of this request.
-    pub fn route(self) -> (Method, &'static str) {
-        ROUTES
-            .iter()
-            .find(|(_, _, r)| *r == self)
-            .map(|&(m, p, _)| (m, p))
-            .expect("every request has a route")
-    }
-}
-
-/// Whether the vCPUs run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmState {
-    /// vCPUs run the guest.
-    Running,
-    /// vCPUs are parked outside KVM_RUN.
-    Paused,
-}
-
-/// `GET /api/v1/vm.info`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VmInfo {
-    /// The VM's name (also in `config`).
-    pub name: String,
-    /// Running or paused.
-    pub state: VmState,
-    /// The configuration `vfvm run` was started with.
-    pub config: serde_json::Value,
-    /// Seconds it took to reserve (and lock) guest memory.
-    pub memory_reserve_secs: f64,
-}
-
-/// `GET /api/v1/vm.counters`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VmCounters {
-    /// Exits handled in userspace: io_in, io_out, mmio_read, mmio_write, other.
-    pub exits: serde_json::Value,
-    /// Per-device counters, keyed by device (e.g. "blk@4:0"); may be empty.
-    #[serde(default)]
-    pub devices: serde_json::Map<String, serde_json::Value>,
-}
-
-/// What the VMM answers to a request.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ApiResponse {
-    /// Answer to [`ApiRequest::Info`].
-    Info(VmInfo),
-    /// Answer to [`ApiRequest::Counters`].
-    Counters(VmCounters),
-    /// Done; nothing to report (HTTP 204).
-    Done,
-}
-
-/// Why the VMM could not do what was asked.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
-    /// The request does not fit the VM's state (e.g. resume while running).
-    #[error("{0}")]
-    InvalidState(String),
-    /// The VMM tried and failed.
-    #[error("{0}")]
-    Internal(String),
-    /// The VMM does not answer (it is stopping, or busy for too long).
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl ApiError {
-    /// The HTTP status for this error.
-    pub fn status(&self) -> u16 {
-        match self {
-            ApiError::InvalidState(_) => 409,
-            ApiError::Internal(_) => 500,
-            ApiError::Unavailable(_) => 503,
-        }
-    }
-}
-
-/// The body of every error response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong, in one line.
-    pub error: String,
-}
+pub use routes::{Method, Route, API_PREFIX, ROUTES};
+#[cfg(feature = "fuzzing")]
+pub use server::serve_stream;
+pub use server::{ApiMessage, ApiServer, Error, Limits, Reply, Spawner};
+pub use socket::{Access, Peer};
+pub use types::*;
 
 #[cfg(test)]
 mod tests {
@@ -196,35 +77,5 @@ mod tests {
             .map(|(m, p, _)| (m.as_str().to_string(), p.to_string()))
             .collect();
         assert_eq!(doc, routes, "api/openapi.yaml paths vs ROUTES");
-    }
-
-    #[test]
-    fn every_request_has_one_route() {
-        for r in [
-            ApiRequest::Info,
-            ApiRequest::Counters,
-            ApiRequest::Pause,
-            ApiRequest::Resume,
-            ApiRequest::Shutdown,
-        ] {
-            assert_eq!(ROUTES.iter().filter(|(_, _, x)| *x == r).count(), 1);
-            assert!(r.route().1.starts_with(API_PREFIX));
-        }
-    }
-
-    #[test]
-    fn types_serialize_as_documented() {
-        let info = VmInfo {
-            name: "g".into(),
-            state: VmState::Paused,
-            config: serde_json::json!({"name": "g"}),
-            memory_reserve_secs: 0.5,
-        };
-        let v = serde_json::to_value(&info).unwrap();
-        assert_eq!(v["state"], "paused");
-        assert_eq!(
-            serde_json::to_string(&ErrorBody { error: "x".into() }).unwrap(),
-            r#"{"error":"x"}"#
-        );
     }
 }
