@@ -1,14 +1,7 @@
-//! The host side of SR-IOV passthrough: before the guest starts, check the
-//! host can give the VM the device, apply VF settings through the PF, and
-//! (for `managed`) bind it to vfio-pci; afterwards, give it back.
-//!
-//! - [`sysfs`]: devices, drivers, IOMMU groups, PF/VF links;
-//! - [`netlink`]: VF MAC/VLAN/spoofchk/trust through the PF (rtnetlink);
-//! - [`mac`]: stable MACs for VFs without `mac=`;
-//! - [`prepare`](prepare::prepare): the checks and changes, returning a
-//!   [`PassthruGuard`] whose drop restores the driver binding.
+//! A VM's passthrough devices on the host side: [`plan::check`] runs every
+//! check and returns a [`plan::Plan`]; only [`plan::Plan::apply`] changes
+//! the host (VF settings through the PF, `managed` rebinding), returning a
+//! [`plan::Guard`] that gives the device back when dropped. Everything it
+//! reads and writes on the host goes through [`crate::host`].
 
-pub mod mac;
-pub mod netlink;
-pub mod prepare;
-pub mod sysfs;
+pub mod plan;

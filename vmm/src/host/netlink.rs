@@ -7,16 +7,20 @@
 
 use std::io;
 use std::num::NonZeroI32;
+use std::sync::OnceLock;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{
-    LinkAttribute, LinkExtentMask, LinkMessage, LinkVfInfo, VfInfo, VfInfoMac, VfInfoSpoofCheck,
-    VfInfoTrust, VfInfoVlan,
+    LinkAttribute, LinkExtentMask, LinkMessage, LinkVfInfo, VfInfo, VfInfoLinkState, VfInfoMac,
+    VfInfoRate, VfInfoSpoofCheck, VfInfoTrust, VfInfoVlan, VfLinkState, VfStats,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use super::vf::{self, VfControl, VfReport, VfSettings};
+use crate::config::MacAddr;
 
 /// Errors of talking to the kernel about a VF.
 #[derive(Debug, thiserror::Error)]
@@ -35,39 +39,6 @@ pub enum Error {
     NoSuchVf(u32),
 }
 
-/// A VF's settings as the PF reports them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VfState {
-    /// MAC address (all zeros: none assigned).
-    pub mac: [u8; 6],
-    /// Port VLAN (0: none).
-    pub vlan: u16,
-    /// Spoof checking, if the driver reports it.
-    pub spoofchk: Option<bool>,
-    /// Trust, if the driver reports it.
-    pub trust: Option<bool>,
-}
-
-/// Settings to change; `None` leaves a setting alone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VfChange {
-    /// New MAC.
-    pub mac: Option<[u8; 6]>,
-    /// New port VLAN (0 clears it).
-    pub vlan: Option<u16>,
-    /// Spoof checking on/off.
-    pub spoofchk: Option<bool>,
-    /// Trust on/off.
-    pub trust: Option<bool>,
-}
-
-impl VfChange {
-    /// Whether nothing is to change.
-    pub fn is_empty(&self) -> bool {
-        *self == VfChange::default()
-    }
-}
-
 fn serialize(message: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
@@ -80,13 +51,33 @@ fn serialize(message: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
 }
 
 /// RTM_SETLINK on interface `pf` with one IFLA_VF_INFO for VF `vf`.
-pub fn set_vf_request(pf: &str, vf: u32, change: &VfChange, seq: u32) -> Vec<u8> {
+pub fn set_vf_request(pf: &str, vf: u32, change: &VfSettings, seq: u32) -> Vec<u8> {
     let mut info = Vec::new();
     if let Some(mac) = change.mac {
-        info.push(VfInfo::Mac(VfInfoMac::new(vf, &mac)));
+        info.push(VfInfo::Mac(VfInfoMac::new(vf, &mac.octets())));
     }
-    if let Some(vlan) = change.vlan {
-        info.push(VfInfo::Vlan(VfInfoVlan::new(vf, u32::from(vlan), 0)));
+    if change.vlan.is_some() || change.qos.is_some() {
+        let (vlan, qos) = (change.vlan.unwrap_or(0), change.qos.unwrap_or(0));
+        info.push(VfInfo::Vlan(VfInfoVlan::new(
+            vf,
+            u32::from(vlan),
+            u32::from(qos),
+        )));
+    }
+    if change.max_tx_rate.is_some() || change.min_tx_rate.is_some() {
+        let (min, max) = (
+            change.min_tx_rate.unwrap_or(0),
+            change.max_tx_rate.unwrap_or(0),
+        );
+        info.push(VfInfo::Rate(VfInfoRate::new(vf, min, max)));
+    }
+    if let Some(state) = change.link_state {
+        let state = match state {
+            vf::VfLinkState::Auto => VfLinkState::Auto,
+            vf::VfLinkState::Enable => VfLinkState::Enable,
+            vf::VfLinkState::Disable => VfLinkState::Disable,
+        };
+        info.push(VfInfo::LinkState(VfInfoLinkState::new(vf, state)));
     }
     if let Some(on) = change.spoofchk {
         info.push(VfInfo::SpoofCheck(VfInfoSpoofCheck::new(vf, on)));
@@ -130,8 +121,8 @@ pub fn parse_ack(reply: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// Extracts VF `vf`'s settings from the reply to [`get_link_request`].
-pub fn parse_vf_state(reply: &[u8], vf: u32) -> Result<VfState, Error> {
+/// Every VF's settings in the reply to [`get_link_request`], in the PF's order.
+pub fn parse_vfs(reply: &[u8]) -> Result<Vec<VfReport>, Error> {
     let link = match decode(reply)?.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
         NetlinkPayload::Error(e) => {
@@ -145,33 +136,70 @@ pub fn parse_vf_state(reply: &[u8], vf: u32) -> Result<VfState, Error> {
         LinkAttribute::VfInfoList(list) => Some(list),
         _ => None,
     });
-    let entry = infos
-        .into_iter()
-        .flatten()
-        .find(|LinkVfInfo(info)| {
-            info.iter()
-                .any(|i| matches!(i, VfInfo::Mac(m) if m.vf_id == vf))
-        })
-        .ok_or(Error::NoSuchVf(vf))?;
-    let mut state = VfState::default();
-    for info in &entry.0 {
-        match info {
-            VfInfo::Mac(m) => state.mac.copy_from_slice(&m.mac[..6]),
-            VfInfo::Vlan(v) => state.vlan = v.vlan_id as u16,
-            VfInfo::SpoofCheck(s) => state.spoofchk = Some(s.enabled),
-            VfInfo::Trust(t) => state.trust = Some(t.enabled),
+    Ok(infos.into_iter().flatten().filter_map(vf_report).collect())
+}
+
+/// One IFLA_VF_INFO entry; `None` without the IFLA_VF_MAC that names the VF.
+fn vf_report(LinkVfInfo(info): &LinkVfInfo) -> Option<VfReport> {
+    let index = info.iter().find_map(|i| match i {
+        VfInfo::Mac(m) => Some(m.vf_id),
+        _ => None,
+    })?;
+    let mut settings = VfSettings::default();
+    let mut stats = None;
+    for i in info {
+        match i {
+            VfInfo::Mac(m) => {
+                let mut mac = [0; 6];
+                mac.copy_from_slice(&m.mac[..6]);
+                settings.mac = Some(MacAddr::new(mac));
+            }
+            VfInfo::Vlan(v) => {
+                settings.vlan = Some(v.vlan_id as u16);
+                settings.qos = Some(v.qos as u8);
+            }
+            VfInfo::Rate(r) => {
+                settings.min_tx_rate = Some(r.min_tx_rate);
+                settings.max_tx_rate = Some(r.max_tx_rate);
+            }
+            VfInfo::LinkState(l) => {
+                settings.link_state = match l.state {
+                    VfLinkState::Auto => Some(vf::VfLinkState::Auto),
+                    VfLinkState::Enable => Some(vf::VfLinkState::Enable),
+                    VfLinkState::Disable => Some(vf::VfLinkState::Disable),
+                    _ => None,
+                }
+            }
+            VfInfo::SpoofCheck(s) => settings.spoofchk = Some(s.enabled),
+            VfInfo::Trust(t) => settings.trust = Some(t.enabled),
+            VfInfo::Stats(list) => stats = Some(vf_stats(list)),
             _ => {}
         }
     }
-    Ok(state)
+    Some(VfReport {
+        index,
+        settings,
+        stats,
+    })
 }
 
-/// Reads and changes VF settings; implemented over rtnetlink, faked in tests.
-pub trait VfControl {
-    /// VF `vf`'s settings on PF interface `pf`.
-    fn get(&self, pf: &str, vf: u32) -> Result<VfState, Error>;
-    /// Applies `change` to VF `vf` of PF interface `pf`.
-    fn set(&self, pf: &str, vf: u32, change: &VfChange) -> Result<(), Error>;
+/// IFLA_VF_STATS' counters; ones the kernel adds later are skipped.
+fn vf_stats(list: &[VfStats]) -> vf::VfStats {
+    let mut s = vf::VfStats::default();
+    for stat in list {
+        match *stat {
+            VfStats::RxPackets(v) => s.rx_packets = v,
+            VfStats::TxPackets(v) => s.tx_packets = v,
+            VfStats::RxBytes(v) => s.rx_bytes = v,
+            VfStats::TxBytes(v) => s.tx_bytes = v,
+            VfStats::Broadcast(v) => s.broadcast = v,
+            VfStats::Multicast(v) => s.multicast = v,
+            VfStats::RxDropped(v) => s.rx_dropped = v,
+            VfStats::TxDropped(v) => s.tx_dropped = v,
+            _ => {}
+        }
+    }
+    s
 }
 
 /// A synchronous rtnetlink client.
@@ -200,12 +228,37 @@ impl Rtnetlink {
     }
 }
 
-impl VfControl for Rtnetlink {
-    fn get(&self, pf: &str, vf: u32) -> Result<VfState, Error> {
-        parse_vf_state(&self.request(&get_link_request(pf, 1))?, vf)
+/// An [`Rtnetlink`] opened on first use: a VM whose devices need no VF
+/// settings opens no socket.
+#[derive(Default)]
+pub struct LazyRtnetlink(OnceLock<Rtnetlink>);
+
+impl LazyRtnetlink {
+    fn get(&self) -> Result<&Rtnetlink, Error> {
+        if let Some(n) = self.0.get() {
+            return Ok(n);
+        }
+        let opened = Rtnetlink::new()?;
+        Ok(self.0.get_or_init(|| opened))
+    }
+}
+
+impl VfControl for LazyRtnetlink {
+    fn list(&self, pf: &str) -> Result<Vec<VfReport>, Error> {
+        self.get()?.list(pf)
     }
 
-    fn set(&self, pf: &str, vf: u32, change: &VfChange) -> Result<(), Error> {
+    fn set(&self, pf: &str, vf: u32, change: &VfSettings) -> Result<(), Error> {
+        self.get()?.set(pf, vf, change)
+    }
+}
+
+impl VfControl for Rtnetlink {
+    fn list(&self, pf: &str) -> Result<Vec<VfReport>, Error> {
+        parse_vfs(&self.request(&get_link_request(pf, 1))?)
+    }
+
+    fn set(&self, pf: &str, vf: u32, change: &VfSettings) -> Result<(), Error> {
         parse_ack(&self.request(&set_vf_request(pf, vf, change, 2))?)
     }
 }
@@ -236,11 +289,15 @@ mod tests {
 
     #[test]
     fn setlink_carries_each_vf_attribute() {
-        let change = VfChange {
-            mac: Some([0xaa, 0x88, 0x44, 0, 2, 1]),
+        let change = VfSettings {
+            mac: Some(MacAddr::new([0xaa, 0x88, 0x44, 0, 2, 1])),
             vlan: Some(5),
             spoofchk: Some(true),
             trust: Some(false),
+            qos: Some(3),
+            max_tx_rate: Some(1000),
+            min_tx_rate: None,
+            link_state: Some(vf::VfLinkState::Disable),
         };
         let b = set_vf_request("eth0", 3, &change, 7);
         assert_eq!(
@@ -257,11 +314,15 @@ mod tests {
         assert_eq!(&mac[..4], &3u32.to_ne_bytes());
         assert_eq!(&mac[4..10], &[0xaa, 0x88, 0x44, 0, 2, 1]);
         let vlan = find_attr(info, 2).unwrap(); // IFLA_VF_VLAN: vf, vlan, qos
-        assert_eq!(vlan, [3u32, 5, 0].map(u32::to_ne_bytes).concat());
+        assert_eq!(vlan, [3u32, 5, 3].map(u32::to_ne_bytes).concat());
         let spoof = find_attr(info, 4).unwrap();
         assert_eq!(spoof, [3u32, 1].map(u32::to_ne_bytes).concat());
         let trust = find_attr(info, 9).unwrap();
         assert_eq!(trust, [3u32, 0].map(u32::to_ne_bytes).concat());
+        let rate = find_attr(info, 6).unwrap(); // IFLA_VF_RATE: vf, min, max
+        assert_eq!(rate, [3u32, 0, 1000].map(u32::to_ne_bytes).concat());
+        let link = find_attr(info, 5).unwrap(); // IFLA_VF_LINK_STATE: vf, state
+        assert_eq!(link, [3u32, 2].map(u32::to_ne_bytes).concat());
     }
 
     #[test]
@@ -269,7 +330,7 @@ mod tests {
         let b = set_vf_request(
             "eth0",
             0,
-            &VfChange {
+            &VfSettings {
                 vlan: Some(0),
                 ..Default::default()
             },
@@ -321,26 +382,54 @@ mod tests {
             ])
         };
         let mut link = LinkMessage::default();
+        let mut with_stats = vf(1, [2, 0, 0, 0, 0, 9], 5, false);
+        with_stats.0.push(VfInfo::LinkState(
+            netlink_packet_route::link::VfInfoLinkState::new(1, VfLinkState::Enable),
+        ));
+        with_stats.0.push(VfInfo::Stats(vec![
+            VfStats::RxPackets(3),
+            VfStats::TxPackets(20),
+            VfStats::TxBytes(1960),
+            VfStats::Multicast(2),
+            VfStats::TxDropped(1),
+        ]));
         link.attributes.push(LinkAttribute::VfInfoList(vec![
             vf(0, [0; 6], 0, true),
-            vf(1, [2, 0, 0, 0, 0, 9], 5, false),
+            with_stats,
         ]));
         let bytes = reply(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(
             link,
         )));
+        let vfs = parse_vfs(&bytes).unwrap();
+        assert_eq!(vfs.len(), 2);
         assert_eq!(
-            parse_vf_state(&bytes, 1).unwrap(),
-            VfState {
-                mac: [2, 0, 0, 0, 0, 9],
-                vlan: 5,
-                spoofchk: Some(false),
-                trust: Some(true)
+            vfs[1],
+            VfReport {
+                index: 1,
+                settings: VfSettings {
+                    mac: Some(MacAddr::new([2, 0, 0, 0, 0, 9])),
+                    vlan: Some(5),
+                    spoofchk: Some(false),
+                    trust: Some(true),
+                    qos: Some(0),
+                    link_state: Some(vf::VfLinkState::Enable),
+                    ..VfSettings::default()
+                },
+                stats: Some(vf::VfStats {
+                    rx_packets: 3,
+                    tx_packets: 20,
+                    tx_bytes: 1960,
+                    multicast: 2,
+                    tx_dropped: 1,
+                    ..Default::default()
+                }),
             }
         );
-        assert_eq!(parse_vf_state(&bytes, 0).unwrap().mac, [0; 6]);
-        assert!(matches!(parse_vf_state(&bytes, 7), Err(Error::NoSuchVf(7))));
+        assert_eq!((vfs[0].settings.link_state, vfs[0].stats), (None, None));
+        assert_eq!(vfs[0].index, 0);
+        assert_eq!(vfs[0].settings.mac, Some(MacAddr::new([0; 6])));
         assert!(matches!(
-            parse_vf_state(&error_reply(-libc::ENODEV), 0),
+            parse_vfs(&error_reply(-libc::ENODEV)),
             Err(Error::Kernel(_))
         ));
     }
