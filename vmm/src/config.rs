@@ -8,22 +8,24 @@
 
 mod address;
 mod cpu;
+pub mod file;
 mod memory;
+mod settings;
 mod slot;
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use address::{MacAddr, PciAddress};
+pub use address::{MacAddr, PciAddress, PfDevice};
 pub use cpu::CpuTopology;
-pub use memory::MemoryConfig;
-pub use slot::{BlkConfig, DeviceConfig, PassthruConfig, PciSlotConfig};
+pub use memory::{parse_hugepages, MemoryConfig};
+pub use settings::{Setting, Settings, SettingsError, SlotSetting};
+pub use slot::{BlkConfig, DeviceConfig, HostDevice, PassthruConfig, PciSlotConfig, RomConfig};
 
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -46,7 +48,10 @@ pub enum ConfigError {
     /// Bad `-m` value (or `-m` with `--hugepages`).
     #[error("-m {value}: {reason}")]
     Memory { value: String, reason: String },
-    /// Bad `-s` value, or its disk image cannot be opened.
+    /// Bad `--hugepages` size.
+    #[error("--hugepages={0}: not a huge page size (use --hugepages=2M or --hugepages=1G)")]
+    HugePages(String),
+    /// Bad `-s` value.
     #[error("-s {value}: {reason}")]
     Slot { value: String, reason: String },
     /// Two `-s` at one slot:function.
@@ -86,6 +91,9 @@ pub enum ConfigError {
     /// Bad `-U` value.
     #[error("-U {value}: {reason}")]
     Uuid { value: String, reason: String },
+    /// Bad `--oem-string` value, or too many of them.
+    #[error("--oem-string {value:?}: {reason}")]
+    OemString { value: String, reason: String },
     /// `--kernel` or `--initrd` (`flag`) is empty or not a readable file.
     #[error("{flag} {path}: {reason}")]
     BootFile {
@@ -99,6 +107,12 @@ pub enum ConfigError {
     /// Bad `--api-sock` path.
     #[error("--api-sock {path}: {reason}")]
     ApiSocket { path: PathBuf, reason: String },
+    /// An `--api-group` that names no group.
+    #[error("--api-group {value}: {reason}")]
+    ApiGroup { value: String, reason: String },
+    /// A `--seccomp` that is not on, log or off.
+    #[error("--seccomp {value}: {reason}")]
+    Seccomp { value: String, reason: String },
     /// A host PCI address that does not parse (inside `-s` it comes wrapped in [`ConfigError::Slot`]).
     #[error("PCI address {value:?}: {reason}")]
     PciAddress { value: String, reason: String },
@@ -108,7 +122,7 @@ pub enum ConfigError {
 }
 
 /// Everything needed to build and boot one VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmConfig {
     /// VM name: 1..=64 of `A-Z a-z 0-9 . _ -`; names sockets and derives MACs.
     pub name: String,
@@ -124,12 +138,20 @@ pub struct VmConfig {
     pub boot: BootConfig,
     /// `-U`: the SMBIOS system UUID, lowercase RFC 4122 text form.
     pub uuid: Option<String>,
+    /// `--oem-string`: SMBIOS type 11 strings, in order.
+    pub oem_strings: Vec<String>,
     /// `--api-sock`: the REST API's Unix socket.
     pub api_socket: Option<PathBuf>,
+    /// `--api-group`: a group (gid) whose members may use the API too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<u32>,
+    /// `--seccomp`: the threads' system call filters.
+    #[serde(default)]
+    pub seccomp: SeccompMode,
 }
 
 /// Direct Linux boot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootConfig {
     /// `--kernel`: bzImage or ELF vmlinux.
     pub kernel: PathBuf,
@@ -140,7 +162,7 @@ pub struct BootConfig {
 }
 
 /// Where com1 goes (`-l com1,stdio` or `-l com1,PATH`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConsoleConfig {
     /// vfvm's stdin/stdout.
@@ -153,23 +175,10 @@ impl VmConfig {
     /// Checks everything that can be checked without the filesystem or
     /// /dev/kvm. Errors about slots name them in `-s` syntax.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let args: Vec<String> = self.slots.iter().map(ToString::to_string).collect();
-        self.validate_with_slot_args(&args)
-    }
-
-    /// [`VmConfig::validate`], naming each slot by `slot_args[i]` (the
-    /// user's `-s` text) rather than its canonical form.
-    pub(crate) fn validate_with_slot_args(&self, slot_args: &[String]) -> Result<(), ConfigError> {
         check_name(&self.name)?;
         self.cpus.validate()?;
         self.memory.validate()?;
-        let slots: Vec<(&str, &PciSlotConfig)> = slot_args
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::repeat(""))
-            .zip(&self.slots)
-            .collect();
-        slot::check_slots(&slots)?;
+        slot::check_slots(&self.slots)?;
         if let Some(console) = &self.console {
             console.validate()?;
         }
@@ -177,6 +186,7 @@ impl VmConfig {
         if let Some(uuid) = &self.uuid {
             parse_uuid(uuid)?;
         }
+        check_oem_strings(&self.oem_strings)?;
         if let Some(path) = &self.api_socket {
             check_api_socket(path)?;
         }
@@ -184,12 +194,13 @@ impl VmConfig {
     }
 
     /// Checks what needs the filesystem: the kernel and initrd are readable
-    /// regular files, disk images open (read-write unless `ro`) and are files
-    /// or block devices, and the directories of the console file and API
-    /// socket exist. Creates nothing.
+    /// regular files, and the directories of the console file and API
+    /// socket exist. Creates nothing. (Disk images and `rom=` files are
+    /// opened, once, by `slot_devices::prepare_slots`, before anything on
+    /// the host changes.)
     pub fn check_files(&self) -> Result<(), ConfigError> {
         let boot_file = |flag: &'static str, path: &Path| {
-            open_checked(path, false, false).map_err(|reason| ConfigError::BootFile {
+            open_checked(path).map_err(|reason| ConfigError::BootFile {
                 flag,
                 path: path.to_path_buf(),
                 reason,
@@ -205,14 +216,6 @@ impl VmConfig {
         })?;
         if let Some(initrd) = &self.boot.initrd {
             boot_file("--initrd", initrd)?;
-        }
-        for slot in &self.slots {
-            if let DeviceConfig::VirtioBlk(blk) = &slot.device {
-                check_disk(blk).map_err(|reason| ConfigError::Slot {
-                    value: slot.to_string(),
-                    reason,
-                })?;
-            }
         }
         if let Some(ConsoleConfig::File(path)) = &self.console {
             check_parent_dir(path).map_err(|reason| ConfigError::Console {
@@ -250,20 +253,30 @@ fn check_kernel_format(path: &Path) -> Result<(), String> {
     }
 }
 
-fn check_disk(blk: &BlkConfig) -> Result<(), String> {
-    open_checked(&blk.path, !blk.readonly, true)
-        .map_err(|reason| format!("disk image {}: {reason}", blk.path.display()))
+/// Reads a `rom=FILE` image: a regular file of 1 byte to 16 MiB.
+pub fn read_rom(path: &Path) -> Result<Vec<u8>, String> {
+    let why = |reason: String| format!("rom={}: {reason}", path.display());
+    open_checked(path).map_err(why)?;
+    let max = devices::vfio::ROM_MAX_SIZE;
+    let mut image = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut image))
+        .map_err(|e| why(format!("cannot read: {e}")))?;
+    match image.len() as u64 {
+        0 => Err(why("empty file (give a ROM image, or rom=off)".to_string())),
+        n if n > max => Err(why(format!(
+            "larger than {} MiB, the most a PCI expansion ROM can be",
+            max >> 20
+        ))),
+        _ => Ok(image),
+    }
 }
 
-/// Opens `path` to see that it can be used: a regular file (or a block
-/// device if `block_ok`), readable, and writable if `write`.
-fn open_checked(path: &Path, write: bool, block_ok: bool) -> Result<(), String> {
-    let file: io::Result<File> = OpenOptions::new().read(true).write(write).open(path);
-    let file = file.map_err(|e| match e.kind() {
+/// Opens `path` to see that it can be used: a readable regular file.
+/// (Disk images are opened, once, when the slots are prepared.)
+fn open_checked(path: &Path) -> Result<(), String> {
+    let file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => "not found (check the path)".to_string(),
-        io::ErrorKind::PermissionDenied if write => {
-            "permission denied (make it writable, or add ,ro)".to_string()
-        }
         io::ErrorKind::PermissionDenied => {
             "permission denied (make it readable by this user)".to_string()
         }
@@ -273,10 +286,8 @@ fn open_checked(path: &Path, write: bool, block_ok: bool) -> Result<(), String> 
         .metadata()
         .map_err(|e| format!("cannot stat: {e}"))?
         .file_type();
-    if file_type.is_file() || (block_ok && file_type.is_block_device()) {
+    if file_type.is_file() {
         Ok(())
-    } else if block_ok {
-        Err("not a regular file or block device".to_string())
     } else {
         Err("not a regular file".to_string())
     }
@@ -351,6 +362,124 @@ pub fn parse_uuid(s: &str) -> Result<String, ConfigError> {
         });
     }
     Ok(s.to_ascii_lowercase())
+}
+
+/// Most `--oem-string`s (SMBIOS numbers a structure's strings with a byte).
+pub const OEM_STRINGS_MAX: usize = 255;
+/// Most bytes of all `--oem-string`s together (with a NUL each): what fits
+/// the SMBIOS area beside the other tables, whatever the topology.
+pub const OEM_STRINGS_MAX_BYTES: usize = 32 * 1024;
+
+/// Checks the `--oem-string` values: each non-empty without NUL bytes
+/// (SMBIOS strings cannot hold either), and all of them within
+/// [`OEM_STRINGS_MAX`] and [`OEM_STRINGS_MAX_BYTES`].
+pub fn check_oem_strings(strings: &[String]) -> Result<(), ConfigError> {
+    let err = |value: &str, reason: String| ConfigError::OemString {
+        value: value.to_string(),
+        reason,
+    };
+    let mut bytes = 0;
+    for (i, s) in strings.iter().enumerate() {
+        if s.is_empty() {
+            return Err(err(
+                s,
+                "empty string (SMBIOS cannot hold one; leave it out)".into(),
+            ));
+        }
+        if s.contains('\0') {
+            return Err(err(
+                s,
+                "contains a NUL byte, which SMBIOS strings cannot hold".into(),
+            ));
+        }
+        if i >= OEM_STRINGS_MAX {
+            return Err(err(
+                s,
+                format!("more than {OEM_STRINGS_MAX} --oem-string values (SMBIOS type 11 holds at most {OEM_STRINGS_MAX})"),
+            ));
+        }
+        bytes += s.len() + 1;
+        if bytes > OEM_STRINGS_MAX_BYTES {
+            return Err(err(
+                s,
+                format!("the --oem-string values add up to more than {OEM_STRINGS_MAX_BYTES} bytes (shorten them)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `--seccomp`: what a thread's forbidden system call does (see
+/// `crate::sandbox`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    /// The call traps: one line on stderr, then vfvm ends.
+    #[default]
+    On,
+    /// The kernel logs the call and lets it run.
+    Log,
+    /// No filters (capabilities are still dropped).
+    Off,
+}
+
+/// `--seccomp on|log|off` (Cloud Hypervisor's `true`/`false` too).
+impl FromStr for SeccompMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "on" | "true" => Ok(SeccompMode::On),
+            "log" => Ok(SeccompMode::Log),
+            "off" | "false" => Ok(SeccompMode::Off),
+            _ => Err(ConfigError::Seccomp {
+                value: s.to_string(),
+                reason: "expected on, log or off (default on)".into(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for SeccompMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SeccompMode::On => "on",
+            SeccompMode::Log => "log",
+            SeccompMode::Off => "off",
+        })
+    }
+}
+
+/// `--api-group GROUP`: a group name or a gid, as the gid.
+pub(crate) fn parse_api_group(s: &str) -> Result<u32, ConfigError> {
+    let err = |reason: &str| ConfigError::ApiGroup {
+        value: s.to_string(),
+        reason: reason.to_string(),
+    };
+    if let Ok(gid) = s.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(s).map_err(|_| err("not a group name"))?;
+    let mut group = std::mem::MaybeUninit::<libc::group>::uninit();
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `name` is a C string,
+    // `group` and `buf` (with its length) are ours and outlive it, and
+    // `found` is written by the call only.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            group.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        return Err(err("no such group (see getent group; a gid works too)"));
+    }
+    // SAFETY: getgrnam_r succeeded and `found` points at `group`, filled in.
+    Ok(unsafe { group.assume_init() }.gr_gid)
 }
 
 fn check_api_socket(path: &Path) -> Result<(), ConfigError> {
@@ -482,6 +611,7 @@ impl fmt::Display for ConsoleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::HugePageSize;
 
     impl VmConfig {
         /// A configuration with bhyve's defaults: 1 vCPU, 256 MiB, no devices,
@@ -499,7 +629,10 @@ mod tests {
                     cmdline: DEFAULT_CMDLINE.to_string(),
                 },
                 uuid: None,
+                oem_strings: Vec::new(),
                 api_socket: None,
+                api_group: None,
+                seccomp: SeccompMode::On,
             }
         }
     }
@@ -690,12 +823,16 @@ mod tests {
         );
     }
 
+    /// A valid config whose slots were built in code (no `-s` text), so
+    /// that the cases can edit them and errors show their `-s` form.
     fn valid() -> VmConfig {
         let mut c = VmConfig::new("guest0", "bzImage");
-        c.slots = vec![
-            "0,hostbridge".parse().unwrap(),
-            "5,passthru,1/16/0".parse().unwrap(),
-        ];
+        c.slots = ["0,hostbridge", "5,passthru,1/16/0"]
+            .map(|s| PciSlotConfig {
+                text: None,
+                ..s.parse().unwrap()
+            })
+            .into();
         c
     }
 
@@ -707,7 +844,7 @@ mod tests {
             (|c| c.name = "a b".into(), "VMNAME 'a b': character ' ' is not allowed (use A-Z a-z 0-9 . _ -)"),
             (|c| c.cpus.cpus = 2, "-c cpus=2,sockets=1,cores=1,threads=1: sockets=1 x cores=1 x threads=1 is 1 vCPUs, not cpus=2 (make them agree, or leave one out to derive it)"),
             (|c| c.memory.size = 0, "-m 0B: memory size must be greater than 0 (e.g. -m 512M)"),
-            (|c| c.memory = MemoryConfig { size: 3 << 20, hugepages: true }, "-m 3M: not a multiple of 2 MiB, which --hugepages needs (use e.g. -m 4M)"),
+            (|c| c.memory = MemoryConfig { size: 3 << 20, hugepages: Some(HugePageSize::Size2M) }, "-m 3M: not a multiple of 2 MiB, which --hugepages needs (use e.g. -m 4M)"),
             (|c| c.slots[1].slot = 0, "-s 0:0,passthru,0000:01:10.0: slot 0:0 is already used by -s 0:0,hostbridge (pick a free slot)"),
             (|c| c.slots[1].function = 1, "-s 5:1,passthru,0000:01:10.0: slot 5 has function 1 but no function 0 (PCI needs function 0: add -s 5:0,...)"),
             (|c| c.console = Some(ConsoleConfig::File("".into())), "-l com1,: empty path (use -l com1,stdio or -l com1,PATH)"),
@@ -717,6 +854,10 @@ mod tests {
             (|c| c.boot.cmdline = "root=/dev/vda\tquiet".into(), "--cmdline: character '\\t' is not allowed (only printable ASCII)"),
             (|c| c.boot.cmdline = "x".repeat(2048), "--cmdline: 2048 bytes is too long (at most 2047)"),
             (|c| c.uuid = Some("nope".into()), "-U nope: not a UUID (use 8-4-4-4-12 hex digits, e.g. -U 6ba7b810-9dad-11d1-80b4-00c04fd430c8)"),
+            (|c| c.oem_strings = vec!["a".into(), "".into()], "--oem-string \"\": empty string (SMBIOS cannot hold one; leave it out)"),
+            (|c| c.oem_strings = vec!["a\0b".into()], "--oem-string \"a\\0b\": contains a NUL byte, which SMBIOS strings cannot hold"),
+            (|c| c.oem_strings = vec!["s".into(); 256], "--oem-string \"s\": more than 255 --oem-string values (SMBIOS type 11 holds at most 255)"),
+            (|c| c.oem_strings = vec!["x".repeat(20_000), "y".repeat(20_000)], &format!("--oem-string \"{}\": the --oem-string values add up to more than 32768 bytes (shorten them)", "y".repeat(20_000))),
             (|c| c.api_socket = Some("".into()), "--api-sock : empty path (e.g. --api-sock /run/vfvm/guest0.sock)"),
             (|c| c.api_socket = Some(format!("/run/{}", "s".repeat(103)).into()), "--api-sock /run/sssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssssss: 108 bytes is too long for a Unix socket path (at most 107; use a shorter path)"),
         ];
@@ -729,6 +870,7 @@ mod tests {
         c.boot.cmdline = "x".repeat(2047);
         c.api_socket = Some(format!("/run/{}", "s".repeat(102)).into());
         c.uuid = Some("6BA7B810-9DAD-11D1-80B4-00C04FD430C8".into());
+        c.oem_strings = vec!["z".repeat(127); 255];
         assert_eq!(c.validate(), Ok(()));
     }
 
@@ -808,8 +950,7 @@ mod tests {
         let j1 = dir.file_with("junk", &[0u8; 0x300]);
         let d = dir.0.display();
         type Edit = Box<dyn Fn(&mut VmConfig)>;
-        let (m1, m2, m3, m4, m5) = (
-            missing.clone(),
+        let (m1, m2, m4, m5) = (
             missing.clone(),
             missing.clone(),
             missing.clone(),
@@ -821,14 +962,6 @@ mod tests {
             (Box::new(move |c| c.boot.kernel = e1.clone()), format!("--kernel {d}/empty: empty file (use a bzImage or an ELF vmlinux)")),
             (Box::new(move |c| c.boot.kernel = j1.clone()), format!("--kernel {d}/junk: not a Linux kernel (neither a bzImage nor an ELF vmlinux)")),
             (Box::new(move |c| c.boot.initrd = Some(m2.clone())), format!("--initrd {d}/missing: not found (check the path)")),
-            (
-                Box::new(move |c| c.slots = vec![PciSlotConfig { slot: 4, function: 0, device: DeviceConfig::VirtioBlk(BlkConfig::new(m3.clone())) }]),
-                format!("-s 4:0,virtio-blk,{d}/missing: disk image {d}/missing: not found (check the path)"),
-            ),
-            (
-                Box::new(|c| c.slots = vec!["4,virtio-blk,/dev/null".parse().unwrap()]),
-                "-s 4:0,virtio-blk,/dev/null: disk image /dev/null: not a regular file or block device".to_string(),
-            ),
             (
                 Box::new(move |c| c.console = Some(ConsoleConfig::File(m4.join("console.log")))),
                 format!("-l com1,{d}/missing/console.log: directory {d}/missing does not exist (create it first)"),
@@ -846,6 +979,25 @@ mod tests {
     }
 
     #[test]
+    fn checks_rom_files() {
+        let dir = Scratch::new("rom");
+        let rom = dir.file_with("e1000.rom", &[0x55, 0xaa, 1]);
+        let empty = dir.file_with("empty.rom", b"");
+        let d = dir.0.display();
+        assert_eq!(read_rom(&rom), Ok(vec![0x55, 0xaa, 1]));
+        assert_eq!(
+            read_rom(&empty),
+            Err(format!(
+                "rom={d}/empty.rom: empty file (give a ROM image, or rom=off)"
+            ))
+        );
+        assert_eq!(
+            read_rom(&dir.0.join("missing")),
+            Err(format!("rom={d}/missing: not found (check the path)"))
+        );
+    }
+
+    #[test]
     fn checks_file_permissions() {
         use std::os::unix::fs::PermissionsExt;
         // Root ignores permissions, so only check where they apply.
@@ -855,17 +1007,7 @@ mod tests {
         }
         let dir = Scratch::new("perms");
         let kernel = dir.kernel();
-        let disk = dir.file("disk.img");
-        std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let mut c = VmConfig::new("guest0", &kernel);
-        c.slots = vec![format!("4,virtio-blk,{}", disk.display()).parse().unwrap()];
-        assert_eq!(
-            c.check_files().unwrap_err().to_string(),
-            format!("-s 4:0,virtio-blk,{0}: disk image {0}: permission denied (make it writable, or add ,ro)", disk.display())
-        );
-        c.slots = vec![format!("4,virtio-blk,{},ro", disk.display())
-            .parse()
-            .unwrap()];
+        let c = VmConfig::new("guest0", &kernel);
         assert_eq!(c.check_files(), Ok(()));
         std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o000)).unwrap();
         assert_eq!(
@@ -875,5 +1017,19 @@ mod tests {
                 kernel.display()
             )
         );
+    }
+
+    #[test]
+    fn api_group_by_name_or_gid() {
+        assert_eq!(parse_api_group("0"), Ok(0));
+        assert_eq!(parse_api_group("4242"), Ok(4242));
+        assert_eq!(parse_api_group("root"), Ok(0));
+        assert_eq!(
+            parse_api_group("no-such-group-here")
+                .unwrap_err()
+                .to_string(),
+            "--api-group no-such-group-here: no such group (see getent group; a gid works too)"
+        );
+        assert!(parse_api_group("a\0b").is_err());
     }
 }

@@ -1,16 +1,24 @@
-//! Interrupt plumbing over KVM: the GSI routing table and MSI vectors.
+//! Interrupt plumbing over KVM: the GSI routing table, MSI vectors and
+//! PCI INTx pins.
 //!
 //! KVM's routing table is replaced as a whole on every change, so one
 //! [`GsiRouter`] owns it: the in-kernel irqchip's default routes for GSIs
 //! 0..24 plus one MSI route per allocated vector. Each vector's eventfd is
 //! a KVM irqfd on its GSI: a passthrough device's interrupt goes from the
 //! VFIO kernel driver to the guest without passing through userspace.
+//!
+//! A PCI function's INTx pin is a resampling irqfd on the IOAPIC pin
+//! [`arch::layout::pci_intx_gsi`] gives for its slot (the pin the ACPI
+//! `_PRT` names): KVM asserts the level on a signal, lowers it at the
+//! guest's EOI and signals the resample eventfd, which VFIO takes to
+//! unmask the device. No level interrupt reaches userspace.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use devices::interrupt::{InterruptManager, MsiMessage, MsiVectors};
+use devices::interrupt::{InterruptManager, LevelIrq, MsiMessage, MsiVectors};
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
@@ -110,6 +118,18 @@ fn routing_table(msi: &BTreeMap<u32, MsiMessage>) -> io::Result<KvmIrqRouting> {
 pub struct KvmMsiVectors {
     router: Arc<GsiRouter>,
     vectors: Vec<Vector>,
+    fired: Arc<MsiCounts>,
+}
+
+/// How often each vector of a group was raised from userspace (an emulated
+/// device's interrupts; a VF's go from the kernel to KVM unseen).
+pub struct MsiCounts(Vec<AtomicU64>);
+
+impl MsiCounts {
+    /// Per-vector counts.
+    pub fn snapshot(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
 }
 
 struct Vector {
@@ -146,6 +166,14 @@ impl MsiVectors for KvmMsiVectors {
     fn notifier(&self, vector: usize) -> Option<&EventFd> {
         self.vectors.get(vector).map(|v| &v.event)
     }
+
+    fn trigger(&self, vector: usize) -> io::Result<()> {
+        self.vector(vector)?.event.write(1)?;
+        if let Some(c) = self.fired.0.get(vector) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
 }
 
 impl KvmMsiVectors {
@@ -166,12 +194,87 @@ impl Drop for KvmMsiVectors {
     }
 }
 
-/// Hands out MSI vectors backed by a [`GsiRouter`].
-pub struct KvmInterrupts(pub Arc<GsiRouter>);
+/// A PCI INTx pin: a resampling irqfd on an IOAPIC pin.
+pub struct KvmLevelIrq {
+    vm: Arc<VmFd>,
+    gsi: u32,
+    trigger: EventFd,
+    resample: EventFd,
+    connected: Mutex<bool>,
+}
+
+impl LevelIrq for KvmLevelIrq {
+    fn gsi(&self) -> u32 {
+        self.gsi
+    }
+
+    fn trigger(&self) -> &EventFd {
+        &self.trigger
+    }
+
+    fn resample(&self) -> &EventFd {
+        &self.resample
+    }
+
+    fn set_enabled(&self, enabled: bool) -> io::Result<()> {
+        let mut connected = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+        if *connected == enabled {
+            return Ok(());
+        }
+        if enabled {
+            self.vm
+                .register_irqfd_with_resample(&self.trigger, &self.resample, self.gsi)?;
+        } else {
+            self.vm.unregister_irqfd(&self.trigger, self.gsi)?;
+        }
+        *connected = enabled;
+        Ok(())
+    }
+}
+
+impl Drop for KvmLevelIrq {
+    fn drop(&mut self) {
+        if *self.connected.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = self.vm.unregister_irqfd(&self.trigger, self.gsi);
+        }
+    }
+}
+
+/// Hands out MSI vectors and INTx pins backed by a [`GsiRouter`], and keeps each
+/// group's [`MsiCounts`] for the API.
+pub struct KvmInterrupts {
+    router: Arc<GsiRouter>,
+    counts: Mutex<Vec<Arc<MsiCounts>>>,
+}
+
+impl KvmInterrupts {
+    /// Vectors on `router`.
+    pub fn new(router: Arc<GsiRouter>) -> Self {
+        KvmInterrupts {
+            router,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// The counts of the groups handed out since the last call, in order.
+    pub fn take_counts(&self) -> Vec<Arc<MsiCounts>> {
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
 
 impl InterruptManager for KvmInterrupts {
+    fn intx(&self, slot: u8, pin: u8) -> io::Result<Box<dyn LevelIrq>> {
+        Ok(Box::new(KvmLevelIrq {
+            vm: self.router.vm.clone(),
+            gsi: arch::layout::pci_intx_gsi(slot, pin),
+            trigger: EventFd::new(libc::EFD_NONBLOCK)?,
+            resample: EventFd::new(libc::EFD_NONBLOCK)?,
+            connected: Mutex::new(false),
+        }))
+    }
+
     fn msi_vectors(&self, count: usize) -> io::Result<Arc<dyn MsiVectors>> {
-        let gsis = self.0.allocate(count)?;
+        let gsis = self.router.allocate(count)?;
         let vectors = gsis
             .map(|gsi| {
                 Ok(Vector {
@@ -181,9 +284,17 @@ impl InterruptManager for KvmInterrupts {
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
+        let fired = Arc::new(MsiCounts(
+            (0..vectors.len()).map(|_| AtomicU64::new(0)).collect(),
+        ));
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(fired.clone());
         Ok(Arc::new(KvmMsiVectors {
-            router: self.0.clone(),
+            router: self.router.clone(),
             vectors,
+            fired,
         }))
     }
 }

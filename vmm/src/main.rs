@@ -4,19 +4,30 @@
 
 mod api_server;
 mod bars;
+mod check;
 mod cli;
 mod config;
 mod console;
+mod console_output;
 mod counters;
+mod ctl;
+mod docs;
 mod exit;
+mod halt;
+mod host;
+mod hotplug;
+mod iommu;
+mod iov;
 mod irq;
 mod logger;
 mod memory;
 mod passthru;
 mod pci;
 mod run;
+mod sandbox;
 mod slot_devices;
 mod slots;
+mod smbios;
 mod vcpu;
 mod vm;
 
@@ -38,7 +49,7 @@ fn report(err: &dyn std::error::Error) {
         }
         source = s.source();
     }
-    eprintln!("vfvm: error: {line}");
+    logger::stderr_line(&format!("vfvm: error: {line}"));
 }
 
 /// Help and version go out as clap prints them (exit 0); a usage error
@@ -50,10 +61,10 @@ fn clap_error(e: &clap::Error) -> ExitCode {
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
         _ => {
-            eprintln!(
+            logger::stderr_line(&format!(
                 "vfvm: error: {} (see vfvm run --help)",
                 clap_one_line(&e.render().to_string())
-            );
+            ));
             ExitCode::from(VmExit::Error.status())
         }
     }
@@ -75,26 +86,30 @@ fn clap_one_line(rendered: &str) -> String {
         .join(" ")
 }
 
-/// `vfvm ctl`: prints the answer's body; status 0 on 2xx, else 1 with
-/// one line on stderr.
-fn ctl(args: &cli::CtlArgs) -> ExitCode {
-    match api::client::send(&args.api_sock, args.action.into()) {
-        Ok(r) => {
-            if r.is_success() {
-                if !r.body.is_empty() {
-                    println!("{}", r.body.trim_end());
-                }
-                ExitCode::SUCCESS
-            } else {
-                let msg = r.error().unwrap_or_else(|| r.body.trim().to_string());
-                eprintln!("vfvm: error: {} ({})", msg, r.status);
-                ExitCode::FAILURE
+/// `vfvm recover`: restores what vfvm runs that are gone left changed;
+/// status 1 if anything could not be restored.
+fn recover() -> ExitCode {
+    let done = host::journal::recover_host();
+    if done.is_empty() {
+        logger::stdout_line("nothing to recover");
+    }
+    let mut ok = true;
+    for r in &done {
+        match &r.result {
+            Ok(()) => logger::stdout_line(&format!(
+                "{}: restored what VM {} (pid {}) changed",
+                r.device, r.vm, r.pid
+            )),
+            Err(e) => {
+                ok = false;
+                logger::stderr_line(&format!("vfvm: error: {e}"));
             }
         }
-        Err(e) => {
-            report(&e);
-            ExitCode::FAILURE
-        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -118,8 +133,31 @@ fn main() -> ExitCode {
                 VmExit::Error
             }
         },
-        cli::Command::Ctl(args) => return ctl(&args),
+        cli::Command::Ctl(args) => return ctl::run(&args),
+        cli::Command::GenerateDocs { dir } => {
+            return match docs::generate(&dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vfvm: error: {}: {e}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        cli::Command::Check(args) => {
+            return match check::main(&args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    report(&e);
+                    ExitCode::from(VmExit::Error.status())
+                }
+            }
+        }
+        cli::Command::Iov(args) => return iov::main(&args),
+        cli::Command::Recover => return recover(),
     };
+    // What the rate limit held back is reported before vfvm exits.
+    log::logger().flush();
     ExitCode::from(status.status())
 }
 

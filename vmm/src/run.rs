@@ -2,28 +2,40 @@
 //!
 //! Order matters for the promises we make: every check that can fail on
 //! bad input runs before anything on the host changes; memory is reserved
-//! (and locked) before any device can DMA; vCPUs start last. On the way out
-//! vCPUs stop first, then devices are dropped (VFs reset and released),
-//! then what the host side changed is restored.
+//! (and locked) before any device can DMA; vCPUs start last. The way out is
+//! [`RunningVm`]'s field order: the API socket closes, vCPUs stop, the
+//! event loop and its devices go, then the VM (its KVM memory slots, then
+//! its devices: VFs reset and released, then guest RAM), then what the
+//! host side changed is restored, and last the signal handlers go.
 
-use std::fs::File;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use api::StartTimes;
+use arch::acpi::GedAction;
 use arch::layout;
+use devices::acpi::ged::GedEvent;
+use devices::metrics::Metrics;
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
-use kvm_ioctls::Kvm;
+use kvm_ioctls::{Kvm, VcpuFd};
 use log::info;
 
 use crate::api_server::{ApiSocket, VmView};
 use crate::config::{ConsoleConfig, DeviceConfig, VmConfig};
 use crate::console::{ConsoleInput, TerminalGuard};
+use crate::console_output::{self, ConsoleFile, QueuedOutput};
 use crate::exit::{ExitSignal, VmExit};
-use crate::memory::{self, Size};
-use crate::pci::PciBuilder;
-use crate::slot_devices::{add_slot_devices, open_disks, prepare_passthru};
-use crate::vcpu::{self, PauseState, VcpuContext, VcpuThread};
+use crate::halt::{HaltProbes, HaltWatch};
+use crate::hotplug::{self, Hotplug};
+use crate::memory;
+use crate::pci::{PciBuilder, Windows};
+use crate::sandbox::{Sandbox, ThreadKind};
+use crate::slot_devices::{
+    add_slot_devices, prepare_slots, PassthruHost, PreparedSlot, SlotDevices,
+};
+use crate::vcpu::{self, VcpuContext, Vcpus};
 use crate::vm::{self, Vm};
 
 /// Why `vfvm run` could not start or keep the VM running.
@@ -59,6 +71,9 @@ pub enum Error {
     /// The reset stub.
     #[error(transparent)]
     Reset(#[from] arch::reset::Error),
+    /// SMBIOS tables.
+    #[error(transparent)]
+    Smbios(#[from] arch::smbios::Error),
     /// CPUID.
     #[error(transparent)]
     Cpuid(#[from] arch::cpuid::Error),
@@ -85,65 +100,268 @@ pub enum Error {
     /// The event loop failed.
     #[error("event loop: {0:?}")]
     EventLoop(event_manager::Error),
+    /// A thread could not enter its sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::Error),
+    /// SIGTERM, SIGINT or SIGHUP came before the guest started.
+    #[error("stopped by signal {0} before the guest started (what vfvm changed on the host is put back)")]
+    Stopped(i32),
 }
 
 /// Runs the VM described by `cfg` until it ends.
 pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
+    let started = Instant::now();
+    // First, before anything on the host changes: from here on SIGTERM,
+    // SIGINT and SIGHUP stop vfvm through its normal teardown, which puts
+    // the host back.
+    let signals = termination::install();
+    // What a vfvm killed before its teardown left changed goes back now.
+    crate::host::journal::repair_at_start();
     // Whoever built `cfg` (the command line, later the API), it is
     // checked here once more: run() takes no config on trust.
     cfg.validate()?;
     cfg.check_files()?;
-    let kvm = Kvm::new().map_err(Error::Kvm)?;
-    let max = kvm.get_max_vcpus();
-    let ncpus = usize::from(cfg.cpus.cpus);
-    if ncpus > max {
-        return Err(Error::TooManyVcpus { asked: ncpus, max });
+    // Every filter is built now, before any thread needs one.
+    let sandbox = Sandbox::new(cfg.seccomp)?;
+    Ok(RunningVm::start(cfg, signals, started, &sandbox)?.wait())
+}
+
+type Subscriber = Arc<Mutex<dyn MutEventSubscriber + Send>>;
+
+/// A VM whose vCPUs run. Its fields are dropped in the order written,
+/// which is the teardown order (see the module documentation).
+pub struct RunningVm {
+    /// Dropped first: pending API requests get 503, the socket goes.
+    _api: Option<ApiSocket>,
+    /// The only strong reference: dropping it stops and joins the vCPUs.
+    _vcpus: Arc<Vcpus>,
+    /// Console input, the RTC, the halt watch, the API handler.
+    events: EventManager<Subscriber>,
+    /// Restores the terminal.
+    _terminal: TerminalGuard,
+    /// The VFIO container (its DMA mappings), the devices' counters and
+    /// the bus builder (shared with the API's hotplug, dropped above).
+    _devices: Arc<Mutex<SlotDevices>>,
+    /// KVM memory slots, then devices, then guest RAM (see [`Vm`]).
+    vm: Vm,
+    /// The host changes of passthrough, undone once the VFs are released.
+    _host: Arc<Mutex<PassthruHost>>,
+    /// Last: SIGTERM, SIGINT and SIGHUP stop the VM in order until the
+    /// host is put back.
+    _signals: termination::Installed,
+}
+
+impl RunningVm {
+    /// Builds the VM of a validated `cfg` and starts its vCPUs; `signals`
+    /// were installed at `started`, before anything on the host changed.
+    /// Every thread, this one last, enters its `sandbox`.
+    fn start(
+        cfg: &VmConfig,
+        mut signals: termination::Installed,
+        started: Instant,
+        sandbox: &Arc<Sandbox>,
+    ) -> Result<RunningVm, Error> {
+        let mut times = StartTimes::default();
+        let kvm = Kvm::new().map_err(Error::Kvm)?;
+        let max = kvm.get_max_vcpus();
+        let ncpus = usize::from(cfg.cpus.cpus);
+        if ncpus > max {
+            return Err(Error::TooManyVcpus { asked: ncpus, max });
+        }
+        let reservation = reservation(cfg)?;
+        memory::check_limits(cfg.memory.size, &reservation)?;
+        // Before the host changes: a socket in use fails the run at once.
+        let api = cfg
+            .api_socket
+            .as_deref()
+            .map(|path| {
+                let access = api::Access {
+                    group: cfg.api_group,
+                };
+                ApiSocket::start(path, access, &sandbox.spawner(ThreadKind::Api))
+            })
+            .transpose()?;
+        // Before memory is reserved: a missing disk or a bad VF fails the
+        // run at once. `host` outlives the VM: the VFs go back to the host
+        // only once vfvm has released them.
+        let prepared = prepare_slots(cfg)?;
+        let host = prepared.host;
+        let present = prepared.slots.iter().fold(0u32, |m, s| m | 1 << s.slot);
+        signals.check()?;
+
+        // The kernel is loaded while the threads populate guest RAM.
+        let (ram, kernel) =
+            memory::reserve(&layout::ram_ranges(cfg.memory.size), &reservation, |mem| {
+                load_kernel(cfg, mem, &mut times)
+            })?;
+        let boot = kernel?;
+        signals.check()?;
+        times.reserved(
+            ram.reserve_time,
+            format!(
+                "{}, the kernel loaded alongside",
+                reservation.describe(ram.threads)
+            ),
+        );
+        let vm = Vm::new(&kvm, ram.memory)?;
+        vm.add_power()?;
+        let ged = vm.add_ged()?;
+        let rtc = vm.add_rtc()?;
+        let (serial, input_ready) = vm.add_com1(console_output(cfg, vm.exit.clone(), sandbox)?)?;
+        let mut supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(Error::Kvm)?;
+        if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+            arch::cpuid::add_tsc_deadline(&mut supported);
+        }
+        let mmio64 = layout::mmio64_window(cfg.memory.size, phys_bits(&supported));
+        let devices = add_pci(prepared.slots, &vm, mmio64, sandbox)?;
+        let pci_hotplug = vm.add_pci_hotplug(present)?;
+        times.dma_map_secs = devices.dma_map_time.as_secs_f64();
+        let vcpu_fds = load_guest(cfg, &vm, &supported, mmio64, &boot)?;
+
+        let terminal = TerminalGuard::new();
+        let mut events = EventManager::<Subscriber>::new().map_err(Error::EventLoop)?;
+        events.add_subscriber(Arc::new(Mutex::new(ConsoleInput::new(serial, input_ready))));
+        events.add_subscriber(Arc::new(Mutex::new(ExitWake(vm.exit.clone()))));
+        events.add_subscriber(Arc::new(Mutex::new(rtc)));
+        signals.check()?;
+        signals.attach(vm.exit.clone(), sandbox);
+        vcpu::install_kick_handler().map_err(|source| Error::Vcpu { index: 0, source })?;
+        let halt = HaltProbes::new(ncpus, vcpu::kick_signal());
+        let ctx = VcpuContext {
+            pio: vm.pio.clone(),
+            mmio: vm.mmio.clone(),
+            exit: vm.exit.clone(),
+            counters: vm.counters.clone(),
+            halt: halt.clone(),
+        };
+        let vcpus = Arc::new(
+            Vcpus::start(vcpu_fds, &ctx, sandbox)
+                .map_err(|(index, source)| Error::Vcpu { index, source })?,
+        );
+        times.first_vcpu_entry_secs = started.elapsed().as_secs_f64();
+        info!("{}", times.log_line());
+        let weak = Arc::downgrade(&vcpus);
+        let paused = Box::new(move || weak.upgrade().is_some_and(|v| v.is_paused()));
+        let halt_watch = HaltWatch::new(halt, paused, vm.exit.clone())
+            .map_err(|source| Error::Vcpu { index: 0, source })?;
+        events.add_subscriber(Arc::new(Mutex::new(halt_watch)));
+        let (devices, host) = (Arc::new(Mutex::new(devices)), Arc::new(Mutex::new(host)));
+        if let Some(api) = &api {
+            let hotplug = Hotplug::new(
+                devices.clone(),
+                host.clone(),
+                vm.device_context(sandbox.spawner(ThreadKind::BlockIo)),
+                pci_hotplug,
+                ged.clone(),
+                cfg.clone(),
+            );
+            let mut view = VmView {
+                config: cfg.clone(),
+                start: times.clone(),
+                counters: vm.counters.clone(),
+                devices: Vec::new(),
+                msix: Vec::new(),
+                vfs: Vec::new(),
+                exit: vm.exit.clone(),
+                vcpus: Arc::downgrade(&vcpus),
+                ged: ged.clone(),
+            };
+            hotplug.refresh(&mut view);
+            let handler = api
+                .handler(view, hotplug)
+                .map_err(|source| Error::Api(api::Error::Thread(source)))?;
+            events.add_subscriber(Arc::new(Mutex::new(handler)));
+        }
+        // Built: from here on this thread runs the event loop, then the
+        // teardown, in its sandbox.
+        sandbox.enter(ThreadKind::EventLoop)?;
+        log::debug!("threads sandboxed (--seccomp={})", sandbox.mode());
+        Ok(RunningVm {
+            _api: api,
+            _vcpus: vcpus,
+            events,
+            _terminal: terminal,
+            _devices: devices,
+            vm,
+            _host: host,
+            _signals: signals,
+        })
     }
+
+    /// Runs the event loop until the VM ends, then tears the VM down.
+    fn wait(mut self) -> VmExit {
+        let reason = loop {
+            if let Some(reason) = self.vm.exit.reason() {
+                break reason;
+            }
+            if let Err(e) = self.events.run() {
+                log::error!("event loop: {e:?}");
+                self.vm.exit.request(VmExit::Error);
+            }
+        };
+        let counters = self.vm.counters.clone();
+        drop(self);
+        let exits: Vec<String> = counters
+            .counters()
+            .iter()
+            .map(|(key, n)| format!("{key}={n}"))
+            .collect();
+        info!("exits handled in userspace: {}", exits.join(" "));
+        let _ = io::stdout().flush();
+        reason
+    }
+}
+
+/// How guest memory is reserved for `cfg`.
+fn reservation(cfg: &VmConfig) -> Result<memory::Reservation, Error> {
     let passthrough = cfg
         .slots
         .iter()
         .any(|s| matches!(s.device, DeviceConfig::Passthru(_)));
-    memory::check_limits(cfg.memory.size, cfg.memory.hugepages, passthrough)?;
-    // Before the host changes: a socket in use fails the run at once.
-    let api = cfg
-        .api_socket
-        .as_deref()
-        .map(ApiSocket::start)
-        .transpose()?;
-    // Declared before the VM so it is dropped after it: the VFs go back to
-    // the host only once vfvm has released them.
-    let passthru = prepare_passthru(cfg)?;
-    // Before memory is reserved: a locked image fails the run at once.
-    let disks = open_disks(cfg)?;
+    Ok(memory::Reservation {
+        pages: cfg.memory.hugepages,
+        threads: memory::reserve_threads(cfg.memory.size)?,
+        dma_pinned: passthrough,
+        progress: true,
+    })
+}
 
-    let ram = memory::reserve(&layout::ram_ranges(cfg.memory.size), cfg.memory.hugepages)?;
-    info!(
-        "reserved {} of guest memory ({}, locked) in {:.3} s",
-        Size(cfg.memory.size),
-        if cfg.memory.hugepages {
-            "2 MiB pages"
-        } else {
-            "4 KiB pages"
-        },
-        ram.reserve_time.as_secs_f64()
-    );
-    let vm = Vm::new(&kvm, ram.memory)?;
-    vm.add_power()?;
-    let (serial, input_ready) = vm.add_com1(console_output(cfg)?)?;
-
-    let supported = kvm
-        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-        .map_err(Error::Kvm)?;
-    let phys_bits = phys_bits(&supported);
-    let mmio64 = layout::mmio64_window(cfg.memory.size, phys_bits);
-    let mut pci = PciBuilder::new(
+/// Builds the prepared `-s` devices and the PCI root over them.
+fn add_pci(
+    slots: Vec<PreparedSlot>,
+    vm: &Vm,
+    mmio64: (vm_memory::GuestAddress, u64),
+    sandbox: &Arc<Sandbox>,
+) -> Result<SlotDevices, Error> {
+    let pci = PciBuilder::new(
         vm.bar_mapper(),
-        (layout::MMIO32_START.0, layout::MMIO32_SIZE),
-        (mmio64.0 .0, mmio64.1),
+        Windows {
+            io: (
+                u64::from(layout::PCI_IO_START),
+                u64::from(layout::PCI_IO_SIZE),
+            ),
+            mmio32: (layout::MMIO32_START.0, layout::MMIO32_SIZE),
+            mmio64: (mmio64.0 .0, mmio64.1),
+        },
     )?;
-    let slot_devices = add_slot_devices(cfg, &vm, &passthru, disks, &mut pci)?;
-    vm.add_pci_root(pci.build()?)?;
+    let ctx = vm.device_context(sandbox.spawner(ThreadKind::BlockIo));
+    let mut devices = add_slot_devices(slots, &ctx, pci)?;
+    vm.add_pci_root(devices.pci.build()?)?;
+    Ok(devices)
+}
 
+/// Writes the ACPI and SMBIOS tables and the reset stub into guest memory
+/// and creates the vCPUs, vCPU 0 at the entry point of the `boot` kernel
+/// (loaded with the reservation).
+fn load_guest(
+    cfg: &VmConfig,
+    vm: &Vm,
+    supported: &kvm_bindings::CpuId,
+    mmio64: (vm_memory::GuestAddress, u64),
+    boot: &arch::boot::BootInfo,
+) -> Result<Vec<VcpuFd>, Error> {
     let topo = topology(cfg);
     let rsdp = arch::acpi::create_acpi_tables(
         vm.memory.as_ref(),
@@ -151,127 +369,129 @@ pub fn run(cfg: &VmConfig) -> Result<VmExit, Error> {
             num_cpus: u32::from(cfg.cpus.cpus),
             topology: topo,
             ecam: (layout::ECAM_START, layout::ECAM_SIZE),
+            io: (layout::PCI_IO_START, layout::PCI_IO_SIZE),
             mmio32: (layout::MMIO32_START, layout::MMIO32_SIZE),
             mmio64,
             pm_port: layout::PM_PORT,
+            ged: arch::acpi::GedConfig {
+                register: layout::GED_START,
+                irq: layout::GED_IRQ,
+                events: vec![
+                    (GedEvent::PowerButton.bit(), GedAction::PowerButton),
+                    (GedEvent::PciSlots.bit(), GedAction::PciSlots),
+                ],
+            },
+            pci_hotplug: Some(arch::acpi::PciHotplugConfig {
+                register: layout::PCIHP_START,
+                slots: (0..32u8)
+                    .filter(|s| hotplug::hotpluggable_slots(cfg) & (1 << s) != 0)
+                    .collect(),
+            }),
         },
     )?;
+    crate::smbios::write_tables(cfg, vm.memory.as_ref(), topo)?;
     arch::reset::write_reset_stub(vm.memory.as_ref())?;
+    debug_assert_eq!(rsdp, layout::ACPI_START, "where load_kernel said it is");
+    let vcpu_err = |index| {
+        move |e: kvm_ioctls::Error| Error::Vcpu {
+            index,
+            source: e.into(),
+        }
+    };
+    (0..usize::from(cfg.cpus.cpus))
+        .map(|index| {
+            let vcpu = vm
+                .fd
+                .create_vcpu(u64::from(topo.apic_id(index as u32)))
+                .map_err(vcpu_err(index))?;
+            let cpuid = arch::cpuid::vcpu_cpuid(supported, index as u32, &topo)?;
+            vcpu.set_cpuid2(&cpuid).map_err(vcpu_err(index))?;
+            arch::regs::setup_msrs(&vcpu)?;
+            arch::regs::setup_fpu(&vcpu)?;
+            arch::regs::setup_lint(&vcpu)?;
+            if index == 0 {
+                arch::regs::setup_regs(&vcpu, boot.entry, boot.zero_page)?;
+                arch::regs::setup_sregs(vm.memory.as_ref(), &vcpu)?;
+            }
+            Ok(vcpu)
+        })
+        .collect()
+}
+
+/// Reads the kernel (decompressing a bzImage's payload into `mem`) and
+/// loads it, the initrd and the zero page, which points at the RSDP that
+/// the ACPI tables put at [`layout::ACPI_START`] later.
+fn load_kernel(
+    cfg: &VmConfig,
+    mem: &vm_memory::GuestMemoryMmap,
+    times: &mut StartTimes,
+) -> Result<arch::boot::BootInfo, Error> {
+    let loading = Instant::now();
+    let image = arch::boot::read_kernel(&cfg.boot.kernel)?;
+    times.kernel = kernel_load(image.how());
     let boot = arch::boot::load_kernel(
-        vm.memory.as_ref(),
+        mem,
         &arch::boot::KernelConfig {
-            kernel: &cfg.boot.kernel,
             initrd: cfg.boot.initrd.as_deref(),
             cmdline: &cfg.boot.cmdline,
             mem_size: cfg.memory.size,
-            rsdp,
+            rsdp: layout::ACPI_START,
         },
+        image,
     )?;
-
-    vcpu::install_kick_handler().map_err(|source| Error::Vcpu { index: 0, source })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let pause = Arc::new(PauseState::default());
-    let ctx = VcpuContext {
-        pause: pause.clone(),
-        pio: vm.pio.clone(),
-        mmio: vm.mmio.clone(),
-        exit: vm.exit.clone(),
-        stop: stop.clone(),
-        counters: vm.counters.clone(),
-    };
-    let mut vcpu_fds = Vec::with_capacity(ncpus);
-    for index in 0..ncpus {
-        let vcpu = vm
-            .fd
-            .create_vcpu(u64::from(topo.apic_id(index as u32)))
-            .map_err(|e| Error::Vcpu {
-                index,
-                source: e.into(),
-            })?;
-        let cpuid = arch::cpuid::vcpu_cpuid(&supported, index as u32, &topo)?;
-        vcpu.set_cpuid2(&cpuid).map_err(|e| Error::Vcpu {
-            index,
-            source: e.into(),
-        })?;
-        arch::regs::setup_msrs(&vcpu)?;
-        arch::regs::setup_fpu(&vcpu)?;
-        arch::regs::setup_lint(&vcpu)?;
-        if index == 0 {
-            arch::regs::setup_regs(&vcpu, boot.entry, boot.zero_page)?;
-            arch::regs::setup_sregs(vm.memory.as_ref(), &vcpu)?;
-        }
-        vcpu_fds.push(vcpu);
-    }
-
-    let _terminal = TerminalGuard::new();
-    let mut events = EventManager::<Arc<Mutex<dyn MutEventSubscriber + Send>>>::new()
-        .map_err(Error::EventLoop)?;
-    events.add_subscriber(Arc::new(Mutex::new(ConsoleInput::new(serial, input_ready))));
-    events.add_subscriber(Arc::new(Mutex::new(ExitWake(vm.exit.clone()))));
-    for s in &slot_devices.subscribers {
-        events.add_subscriber(s.clone());
-    }
-    let terminate = termination::install(vm.exit.clone());
-
-    let threads = Arc::new(Mutex::new(Vec::with_capacity(ncpus)));
-    for (index, vcpu) in vcpu_fds.into_iter().enumerate() {
-        let t = VcpuThread::spawn(index, vcpu, ctx.clone())
-            .map_err(|source| Error::Vcpu { index, source })?;
-        threads.lock().unwrap_or_else(|e| e.into_inner()).push(t);
-    }
-    if let Some(api) = &api {
-        let handler = api
-            .handler(VmView {
-                config: cfg.clone(),
-                memory_reserve_time: ram.reserve_time,
-                counters: vm.counters.clone(),
-                disks: slot_devices.disk_metrics.clone(),
-                exit: vm.exit.clone(),
-                pause: pause.clone(),
-                vcpus: threads.clone(),
-            })
-            .map_err(|source| Error::Api(api::Error::Thread(source)))?;
-        events.add_subscriber(Arc::new(Mutex::new(handler)));
-    }
-
-    let reason = loop {
-        if let Some(reason) = vm.exit.reason() {
-            break reason;
-        }
-        if let Err(e) = events.run() {
-            log::error!("event loop: {e:?}");
-            vm.exit.request(VmExit::Error);
-        }
-    };
-    // No more API requests: pending ones get 503, the socket goes.
-    drop(api);
-    stop.store(true, Ordering::Release);
-    pause.resume();
-    for t in std::mem::take(&mut *threads.lock().unwrap_or_else(|e| e.into_inner())) {
-        t.stop();
-    }
-    let exits = vm.counters.snapshot();
-    info!(
-        "exits handled in userspace: io_in={} io_out={} mmio_read={} mmio_write={} other={}",
-        exits.io_in, exits.io_out, exits.mmio_read, exits.mmio_write, exits.other
-    );
-    drop(terminate);
-    let _ = io::stdout().flush();
-    Ok(reason)
+    times.load_kernel_secs = loading.elapsed().as_secs_f64();
+    Ok(boot)
 }
 
-/// Where COM1's output goes.
-fn console_output(cfg: &VmConfig) -> Result<Box<dyn Write + Send>, Error> {
-    Ok(match &cfg.console {
-        Some(ConsoleConfig::Stdio) => Box::new(io::stdout()),
-        Some(ConsoleConfig::File(path)) => {
-            Box::new(File::create(path).map_err(|source| Error::Console {
-                path: path.display().to_string(),
-                source,
-            })?)
+/// How the kernel was loaded, for the start's log line.
+fn kernel_load(how: arch::boot::KernelLoad) -> String {
+    match how {
+        arch::boot::KernelLoad::Vmlinux => "vmlinux".into(),
+        arch::boot::KernelLoad::Decompressed(format) => {
+            format!("bzImage, its {format} payload decompressed by vfvm into guest memory")
         }
-        None => Box::new(io::sink()),
-    })
+        arch::boot::KernelLoad::BzImage => "bzImage, the guest decompresses it".into(),
+    }
+}
+
+/// Where COM1's output goes: through a queue and a thread of its own
+/// (see [`crate::console_output`]), so a vCPU never blocks in a write.
+fn console_output(
+    cfg: &VmConfig,
+    exit: Arc<ExitSignal>,
+    sandbox: &Arc<Sandbox>,
+) -> Result<Box<dyn Write + Send>, Error> {
+    let out: Box<dyn Write + Send> = match &cfg.console {
+        // A descriptor of its own: a write blocked on a stalled stdout then
+        // holds no lock that the rest of vfvm (a flush of stdout) waits for.
+        Some(ConsoleConfig::Stdio) => Box::new(std::fs::File::from(
+            io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| Error::Console {
+                    path: "stdio".into(),
+                    source,
+                })?,
+        )),
+        Some(ConsoleConfig::File(path)) => Box::new(
+            ConsoleFile::open(path, console_output::FILE_MAX).map_err(|source| Error::Console {
+                path: path.display().to_string(),
+                source: if source.raw_os_error() == Some(libc::ELOOP) {
+                    io::Error::other(
+                        "is a symbolic link, which vfvm does not follow (give the file itself)",
+                    )
+                } else {
+                    source
+                },
+            })?,
+        ),
+        None => return Ok(Box::new(io::sink())),
+    };
+    let queued = QueuedOutput::new(out, exit, sandbox).map_err(|source| Error::Console {
+        path: "stdio".into(),
+        source,
+    })?;
+    Ok(Box::new(queued))
 }
 
 fn topology(cfg: &VmConfig) -> arch::cpuid::Topology {
@@ -309,22 +529,31 @@ impl MutEventSubscriber for ExitWake {
     }
 }
 
-/// While the VM runs, SIGTERM, SIGINT and SIGHUP stop it in order (devices
-/// released, the terminal restored) instead of killing vfvm. Once it has
-/// stopped they kill vfvm again, so a teardown that hangs can be ended.
+/// From the start of `vfvm run`, SIGTERM, SIGINT and SIGHUP stop vfvm in
+/// order (devices released, the host and the terminal restored) instead of
+/// killing it: before the guest starts, [`Installed::check`] ends the run
+/// at the next step; once it runs, the signal stops the VM. After the
+/// handlers are dropped they kill vfvm again, so a teardown that hangs can
+/// be ended (the journal repairs the host at the next start).
 mod termination {
     use std::os::fd::AsRawFd;
     use std::sync::atomic::{AtomicI32, Ordering};
     use std::sync::Arc;
 
+    use vmm_sys_util::eventfd::EventFd;
     use vmm_sys_util::signal::register_signal_handler;
 
+    use super::Error;
     use crate::exit::{ExitSignal, VmExit};
+    use crate::sandbox::{Sandbox, ThreadKind};
 
     static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+    /// The first signal received (0: none).
+    static RECEIVED: AtomicI32 = AtomicI32::new(0);
     const SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
-    extern "C" fn on_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    extern "C" fn on_signal(sig: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+        let _ = RECEIVED.compare_exchange(0, sig, Ordering::Relaxed, Ordering::Relaxed);
         let fd = WAKE_FD.load(Ordering::Relaxed);
         if fd >= 0 {
             let one = 1u64;
@@ -333,35 +562,51 @@ mod termination {
         }
     }
 
-    /// Keeps the handlers' eventfd alive; the loop sees the stop reason.
+    /// The installed handlers; dropping them restores the default action.
     pub struct Installed {
-        _event: vmm_sys_util::eventfd::EventFd,
-        _watcher: std::thread::JoinHandle<()>,
+        event: Option<EventFd>,
     }
 
-    /// Installs the handlers.
-    pub fn install(exit: Arc<ExitSignal>) -> Option<Installed> {
-        let event = vmm_sys_util::eventfd::EventFd::new(0).ok()?;
-        let watch = event.try_clone().ok()?;
-        WAKE_FD.store(event.as_raw_fd(), Ordering::Relaxed);
+    /// Installs the handlers (a failure is logged: the run goes on).
+    pub fn install() -> Installed {
+        let event = EventFd::new(0)
+            .inspect_err(|e| log::warn!("no signal eventfd: {e}"))
+            .ok();
+        if let Some(e) = &event {
+            WAKE_FD.store(e.as_raw_fd(), Ordering::Relaxed);
+        }
         for sig in SIGNALS {
             if let Err(e) = register_signal_handler(sig, on_signal) {
                 log::warn!("cannot handle signal {sig}: {e}");
             }
         }
-        let watcher = std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
+        Installed { event }
+    }
+
+    impl Installed {
+        /// `Err` once a signal came: the run stops before the next step.
+        pub fn check(&self) -> Result<(), Error> {
+            match RECEIVED.load(Ordering::Relaxed) {
+                0 => Ok(()),
+                sig => Err(Error::Stopped(sig)),
+            }
+        }
+
+        /// From now on a signal stops the running VM.
+        pub fn attach(&mut self, exit: Arc<ExitSignal>, sandbox: &Arc<Sandbox>) {
+            let Some(watch) = self.event.as_ref().and_then(|e| e.try_clone().ok()) else {
+                return;
+            };
+            let spawned = sandbox.spawn(ThreadKind::Signals, "signals".into(), move || {
                 if watch.read().is_ok() {
                     log::warn!("stopped by a signal");
                     exit.request(VmExit::Error);
                 }
-            })
-            .ok()?;
-        Some(Installed {
-            _event: event,
-            _watcher: watcher,
-        })
+            });
+            if let Err(e) = spawned {
+                log::warn!("no signal watcher: {e}");
+            }
+        }
     }
 
     impl Drop for Installed {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::io;
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 
 /// Allocates KVM slot numbers and remembers which guest address uses which.
@@ -17,26 +17,62 @@ pub struct MemorySlots {
 impl MemorySlots {
     /// Maps `len` bytes of host memory at `host_addr` to guest address `gpa`.
     pub fn add(&mut self, vm: &VmFd, gpa: u64, len: u64, host_addr: u64) -> io::Result<()> {
+        self.insert(vm, gpa, len, host_addr, 0)
+    }
+
+    /// As [`MemorySlots::add`], read-only: a guest write exits to
+    /// userspace as MMIO, where nothing claims it (an expansion ROM).
+    pub fn add_readonly(
+        &mut self,
+        vm: &VmFd,
+        gpa: u64,
+        len: u64,
+        host_addr: u64,
+    ) -> io::Result<()> {
+        self.insert(vm, gpa, len, host_addr, KVM_MEM_READONLY)
+    }
+
+    fn insert(
+        &mut self,
+        vm: &VmFd,
+        gpa: u64,
+        len: u64,
+        host_addr: u64,
+        flags: u32,
+    ) -> io::Result<()> {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.next += 1;
             self.next - 1
         });
         let region = kvm_userspace_memory_region {
             slot,
-            flags: 0,
+            flags,
             guest_phys_addr: gpa,
             memory_size: len,
             userspace_addr: host_addr,
         };
         // SAFETY: `host_addr..+len` is a live mapping owned by guest memory or
-        // by the device whose BAR it is; both outlive the VM's use of the slot
-        // (the slot is removed before the mapping is dropped).
+        // by the device whose BAR it is; both outlive the VM's use of the slot:
+        // a moved BAR's slot is removed before its mapping moves, and when the
+        // VM ends `Vm`'s drop removes every slot before the devices and guest
+        // memory (its later fields) are dropped.
         if let Err(e) = unsafe { vm.set_user_memory_region(region) } {
             self.free.push(slot);
             return Err(e.into());
         }
         self.by_addr.insert(gpa, slot);
         Ok(())
+    }
+
+    /// Removes every slot (RAM and BAR pieces), so that their memory can be
+    /// unmapped; a slot KVM refuses to remove is logged.
+    pub fn remove_all(&mut self, vm: &VmFd) {
+        let addrs: Vec<u64> = self.by_addr.keys().copied().collect();
+        for gpa in addrs {
+            if let Err(e) = self.remove(vm, gpa) {
+                log::warn!("cannot remove the KVM memory slot at {gpa:#x}: {e}");
+            }
+        }
     }
 
     /// Removes the slot mapped at guest address `gpa`.

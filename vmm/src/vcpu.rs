@@ -1,8 +1,11 @@
-//! vCPU threads: the KVM_RUN loop and its exits.
+//! vCPU threads: the KVM_RUN loop and its exits, and [`Vcpus`], their one
+//! owner.
 //!
 //! A vCPU handles port and MMIO exits through the buses and stops when the
 //! VM's [`ExitSignal`] is set; the VMM kicks it out of KVM_RUN with
-//! [`KICK_SIGNAL`] so a vCPU idling in the guest notices promptly.
+//! [`kick_signal`] so a vCPU idling in the guest notices promptly.
+//! [`Vcpus`] starts the threads, pauses and resumes them (the API's
+//! vm.pause / vm.resume) and stops them when dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,6 +20,8 @@ use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
 
 use crate::counters::{ExitCounters, ExitKind};
 use crate::exit::{ExitSignal, VmExit};
+use crate::halt::HaltProbes;
+use crate::sandbox::{Sandbox, ThreadKind};
 
 /// The signal that interrupts KVM_RUN.
 pub fn kick_signal() -> libc::c_int {
@@ -39,22 +44,117 @@ pub struct VcpuContext {
     pub mmio: Arc<Bus>,
     /// How the VM ends.
     pub exit: Arc<ExitSignal>,
-    /// Set once the VM is stopping.
-    pub stop: Arc<AtomicBool>,
     /// Userspace exit counters.
     pub counters: Arc<ExitCounters>,
-    /// Parks the vCPU outside KVM_RUN while the VM is paused.
-    pub pause: Arc<PauseState>,
+    /// Answers "are you halted?" (see [`crate::halt`]).
+    pub halt: Arc<HaltProbes>,
 }
 
-/// Pause and resume of all vCPUs (the API's vm.pause / vm.resume).
+/// Why [`Vcpus::pause`] or [`Vcpus::resume`] did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    /// Pause while paused.
+    #[error("the VM is already paused")]
+    AlreadyPaused,
+    /// Resume while running.
+    #[error("the VM is not paused")]
+    NotPaused,
+    /// A vCPU did not leave KVM_RUN in time; the pause was lifted.
+    #[error("the vCPUs did not stop within {} s; the VM runs on", .0.as_secs())]
+    Timeout(Duration),
+}
+
+/// The VM's vCPU threads: the one owner of starting, pausing, resuming and
+/// stopping them. Dropping it stops and joins every thread.
+pub struct Vcpus {
+    threads: Vec<VcpuThread>,
+    control: Arc<Control>,
+}
+
+/// What the VMM tells every vCPU thread.
+#[derive(Default)]
+struct Control {
+    pause: PauseState,
+    /// Set once the VM is stopping.
+    stop: AtomicBool,
+}
+
+impl Vcpus {
+    /// Starts one thread per vCPU (`vcpus[i]` is vCPU i). If a thread cannot
+    /// be started, those already running are stopped and the index of the
+    /// one that failed is returned with the error. Each enters its sandbox.
+    pub fn start(
+        vcpus: Vec<VcpuFd>,
+        ctx: &VcpuContext,
+        sandbox: &Arc<Sandbox>,
+    ) -> Result<Vcpus, (usize, std::io::Error)> {
+        let mut started = Vcpus {
+            threads: Vec::with_capacity(vcpus.len()),
+            control: Arc::new(Control::default()),
+        };
+        for (index, vcpu) in vcpus.into_iter().enumerate() {
+            let thread =
+                VcpuThread::spawn(index, vcpu, ctx.clone(), started.control.clone(), sandbox)
+                    .map_err(|e| (index, e))?;
+            started.threads.push(thread);
+        }
+        Ok(started)
+    }
+
+    /// Whether the vCPUs are paused.
+    pub fn is_paused(&self) -> bool {
+        self.control.pause.is_paused()
+    }
+
+    /// Parks every vCPU outside KVM_RUN, waiting at most `timeout` for them.
+    pub fn pause(&self, timeout: Duration) -> Result<(), PauseError> {
+        let pause = &self.control.pause;
+        if pause.is_paused() {
+            return Err(PauseError::AlreadyPaused);
+        }
+        pause.pause();
+        let kick = || self.threads.iter().for_each(VcpuThread::kick);
+        if pause.wait_parked(self.threads.len(), timeout, kick) {
+            Ok(())
+        } else {
+            pause.resume();
+            Err(PauseError::Timeout(timeout))
+        }
+    }
+
+    /// Runs paused vCPUs again.
+    pub fn resume(&self) -> Result<(), PauseError> {
+        if !self.control.pause.is_paused() {
+            return Err(PauseError::NotPaused);
+        }
+        self.control.pause.resume();
+        Ok(())
+    }
+
+    /// Stops every vCPU thread (paused or not) and waits for it to end.
+    pub fn stop(&mut self) {
+        self.control.stop.store(true, Ordering::Release);
+        self.control.pause.resume();
+        for t in self.threads.drain(..) {
+            t.stop();
+        }
+    }
+}
+
+impl Drop for Vcpus {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Pause and resume of all vCPUs, for [`Vcpus`].
 ///
 /// The VMM sets `paused` and kicks the threads out of KVM_RUN; each parks
 /// on the condvar before its next KVM_RUN and counts itself as parked.
 /// Resume clears the flag and wakes them. The VMM never waits for a vCPU
 /// longer than the timeout given to [`PauseState::wait_parked`].
 #[derive(Default)]
-pub struct PauseState {
+struct PauseState {
     state: Mutex<PauseInner>,
     /// vCPUs wait here while paused.
     resume: Condvar,
@@ -74,24 +174,24 @@ impl PauseState {
     }
 
     /// Whether a pause is requested.
-    pub fn is_paused(&self) -> bool {
+    fn is_paused(&self) -> bool {
         self.lock().paused
     }
 
     /// Requests a pause; vCPUs park once they leave KVM_RUN.
-    pub fn pause(&self) {
+    fn pause(&self) {
         self.lock().paused = true;
     }
 
     /// Lifts the pause and wakes parked vCPUs.
-    pub fn resume(&self) {
+    fn resume(&self) {
         self.lock().paused = false;
         self.resume.notify_all();
     }
 
     /// Waits until `n` vCPUs are parked, calling `kick` every millisecond
     /// for the stragglers still in KVM_RUN; false after `timeout`.
-    pub fn wait_parked(&self, n: usize, timeout: Duration, mut kick: impl FnMut()) -> bool {
+    fn wait_parked(&self, n: usize, timeout: Duration, mut kick: impl FnMut()) -> bool {
         let deadline = Instant::now() + timeout;
         let mut st = self.lock();
         while st.parked < n {
@@ -135,21 +235,27 @@ impl PauseState {
 }
 
 /// A running vCPU thread.
-pub struct VcpuThread {
+struct VcpuThread {
     handle: JoinHandle<()>,
 }
 
 impl VcpuThread {
-    /// Starts `vcpu` on a thread of its own.
-    pub fn spawn(id: usize, vcpu: VcpuFd, ctx: VcpuContext) -> std::io::Result<Self> {
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || run(id, vcpu, &ctx))?;
+    /// Starts `vcpu` on a thread of its own, in its sandbox.
+    fn spawn(
+        id: usize,
+        vcpu: VcpuFd,
+        ctx: VcpuContext,
+        control: Arc<Control>,
+        sandbox: &Arc<Sandbox>,
+    ) -> std::io::Result<Self> {
+        let handle = sandbox.spawn(ThreadKind::Vcpu, format!("vcpu{id}"), move || {
+            run(id, vcpu, &ctx, &control)
+        })?;
         Ok(VcpuThread { handle })
     }
 
     /// Interrupts KVM_RUN on this thread (it is a no-op elsewhere).
-    pub fn kick(&self) {
+    fn kick(&self) {
         use std::os::unix::thread::JoinHandleExt;
         // SAFETY: the thread has not been joined (that takes `self`), so
         // its pthread_t is valid; the signal's handler does nothing.
@@ -157,7 +263,7 @@ impl VcpuThread {
     }
 
     /// Kicks the thread until it leaves its loop, then joins it.
-    pub fn stop(self) {
+    fn stop(self) {
         use std::os::unix::thread::JoinHandleExt;
         let pthread = self.handle.as_pthread_t();
         while !self.handle.is_finished() {
@@ -171,15 +277,20 @@ impl VcpuThread {
     }
 }
 
-fn run(id: usize, mut vcpu: VcpuFd, ctx: &VcpuContext) {
-    while !ctx.stop.load(Ordering::Acquire) {
-        ctx.pause.park(&ctx.stop);
-        if ctx.stop.load(Ordering::Acquire) {
+fn run(id: usize, mut vcpu: VcpuFd, ctx: &VcpuContext, control: &Control) {
+    ctx.halt.register(id);
+    let stop = &control.stop;
+    while !stop.load(Ordering::Acquire) {
+        control.pause.park(stop);
+        if stop.load(Ordering::Acquire) {
             break;
         }
         let exit = match vcpu.run() {
             Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.halt.answer_if_asked(id, &vcpu);
+                continue;
+            }
             Err(e) => {
                 error!("vcpu{id}: KVM_RUN failed: {e}");
                 ctx.exit.request(VmExit::Error);
@@ -197,25 +308,25 @@ fn run(id: usize, mut vcpu: VcpuFd, ctx: &VcpuContext) {
 fn handle_exit(id: usize, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmExit> {
     match exit {
         VcpuExit::IoIn(port, data) => {
-            ctx.counters.add(ExitKind::IoIn);
+            ctx.counters.add(ExitKind::IoIn, 1);
             if !ctx.pio.read(u64::from(port), data) {
                 data.fill(0xff);
             }
         }
         VcpuExit::IoOut(port, data) => {
-            ctx.counters.add(ExitKind::IoOut);
+            ctx.counters.add(ExitKind::IoOut, 1);
             if !ctx.pio.write(u64::from(port), data) {
                 log::debug!("vcpu{id}: unclaimed port write {port:#x} {data:x?}");
             }
         }
         VcpuExit::MmioRead(addr, data) => {
-            ctx.counters.add(ExitKind::MmioRead);
+            ctx.counters.add(ExitKind::MmioRead, 1);
             if !ctx.mmio.read(addr, data) {
                 data.fill(0xff);
             }
         }
         VcpuExit::MmioWrite(addr, data) => {
-            ctx.counters.add(ExitKind::MmioWrite);
+            ctx.counters.add(ExitKind::MmioWrite, 1);
             if !ctx.mmio.write(addr, data) {
                 log::debug!("vcpu{id}: unclaimed MMIO write {addr:#x} {data:x?}");
             }
@@ -226,7 +337,7 @@ fn handle_exit(id: usize, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmExit> {
             return Some(VmExit::TripleFault);
         }
         VcpuExit::SystemEvent(kind, _) => {
-            ctx.counters.add(ExitKind::Other);
+            ctx.counters.add(ExitKind::Other, 1);
             return match kind {
                 KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmExit::PowerOff),
                 KVM_SYSTEM_EVENT_RESET => Some(VmExit::Reset),
@@ -245,7 +356,7 @@ fn handle_exit(id: usize, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmExit> {
             return Some(VmExit::Error);
         }
         other => {
-            ctx.counters.add(ExitKind::Other);
+            ctx.counters.add(ExitKind::Other, 1);
             warn!("vcpu{id}: unexpected exit {other:?}");
         }
     }

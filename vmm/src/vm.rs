@@ -1,13 +1,16 @@
 //! A KVM VM with its platform: in-kernel irqchip and PIT, guest RAM slots,
-//! the port-I/O and MMIO buses, COM1, ACPI power, the i8042 reset line and
-//! the PCI configuration windows.
+//! the port-I/O and MMIO buses, COM1, the CMOS RTC, ACPI power, the ACPI
+//! Generic Event Device, the ACPI PCI hotplug controller, the i8042 reset
+//! line and the PCI configuration windows.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use arch::layout;
+use devices::acpi::ged::{Ged, GedRegister, GED_REGISTER_LEN};
+use devices::acpi::pcihp::{PciHotplug, PciHotplugRegisters, PCIHP_REGISTERS_LEN};
 use devices::bus::Bus;
-use devices::cmos::{Cmos, CMOS_LEN, CMOS_PORT};
+use devices::cmos::{Cmos, CmosTimer, CMOS_LEN, CMOS_PORT, RTC_IRQ};
 use devices::interrupt::IrqLine;
 use devices::pci::{ConfigIo, ConfigMmio, PciRoot, CONFIG_IO_LEN};
 use devices::power::{AcpiPower, I8042Reset, PowerEvent};
@@ -57,12 +60,28 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
-/// The VM and what every part of it shares.
-pub struct Vm {
-    /// The KVM VM.
+/// What building a PCI device needs of the VM (at boot or hot-added).
+#[derive(Clone)]
+pub struct DeviceContext {
+    /// The KVM VM (its VFIO pseudo-device).
     pub fd: Arc<VmFd>,
     /// Guest RAM.
     pub memory: Arc<GuestMemoryMmap>,
+    /// GSI routes and MSI vectors.
+    pub router: Arc<GsiRouter>,
+    /// Starts a disk's queue threads (in their sandbox).
+    pub spawner: devices::Spawner,
+}
+
+/// The VM and what every part of it shares.
+///
+/// Dropped (after the vCPUs have stopped), it first removes every KVM
+/// memory slot, then drops its fields in order: the buses with the devices
+/// on them (a VF is reset and released when its VFIO device closes, its
+/// BARs unmapped), and guest RAM last, so that no device can still reach it.
+pub struct Vm {
+    /// The KVM VM.
+    pub fd: Arc<VmFd>,
     /// Port I/O bus.
     pub pio: Arc<Bus>,
     /// MMIO bus.
@@ -75,6 +94,17 @@ pub struct Vm {
     pub exit: Arc<ExitSignal>,
     /// Userspace exit counters.
     pub counters: Arc<ExitCounters>,
+    /// Guest RAM.
+    pub memory: Arc<GuestMemoryMmap>,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove_all(&self.fd);
+    }
 }
 
 impl Vm {
@@ -111,10 +141,22 @@ impl Vm {
         })
     }
 
+    /// What a PCI device needs of this VM; `spawner` starts the disks'
+    /// queue threads.
+    pub fn device_context(&self, spawner: devices::Spawner) -> DeviceContext {
+        DeviceContext {
+            fd: self.fd.clone(),
+            memory: self.memory.clone(),
+            router: self.router.clone(),
+            spawner,
+        }
+    }
+
     /// The BAR mapper for this VM's PCI devices.
     pub fn bar_mapper(&self) -> Arc<KvmBarMapper> {
         Arc::new(KvmBarMapper::new(
             self.fd.clone(),
+            &self.pio,
             &self.mmio,
             self.slots.clone(),
         ))
@@ -146,7 +188,25 @@ impl Vm {
         Ok((serial, ready))
     }
 
-    /// Adds the ACPI power register, the CMOS RTC and the i8042 reset line.
+    /// Adds the CMOS RTC on IRQ 8; its timer goes on the event loop.
+    pub fn add_rtc(&self) -> Result<CmosTimer, Error> {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("RTC eventfd"))?;
+        self.fd
+            .register_irqfd(&irq, RTC_IRQ)
+            .map_err(kvm_err("RTC irqfd"))?;
+        let cmos = Arc::new(Mutex::new(
+            Cmos::new(IrqLine(irq)).map_err(io_err("RTC timer"))?,
+        ));
+        self.pio
+            .insert(cmos.clone(), CMOS_PORT, CMOS_LEN)
+            .map_err(|source| Error::Bus {
+                what: "CMOS RTC",
+                source,
+            })?;
+        Ok(CmosTimer(cmos))
+    }
+
+    /// Adds the ACPI power register and the i8042 reset line.
     pub fn add_power(&self) -> Result<(), Error> {
         let handler = |exit: Arc<ExitSignal>| {
             Box::new(move |e: PowerEvent| {
@@ -164,12 +224,6 @@ impl Vm {
                 what: "ACPI power register",
                 source,
             })?;
-        self.pio
-            .insert(Arc::new(Mutex::new(Cmos::new())), CMOS_PORT, CMOS_LEN)
-            .map_err(|source| Error::Bus {
-                what: "CMOS RTC",
-                source,
-            })?;
         let i8042 = I8042Reset::new(handler(self.exit.clone()));
         self.pio
             .insert(
@@ -183,9 +237,48 @@ impl Vm {
             })
     }
 
+    /// Adds the ACPI Generic Event Device: its status register on the MMIO
+    /// bus and its interrupt line on [`layout::GED_IRQ`]. The VMM keeps the
+    /// returned handle to raise events (power button, PCI slots).
+    pub fn add_ged(&self) -> Result<Arc<Ged>, Error> {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("GED eventfd"))?;
+        self.fd
+            .register_irqfd(&irq, layout::GED_IRQ)
+            .map_err(kvm_err("GED irqfd"))?;
+        let ged = Ged::new(IrqLine(irq));
+        self.mmio
+            .insert(
+                Arc::new(Mutex::new(GedRegister(ged.clone()))),
+                layout::GED_START.0,
+                GED_REGISTER_LEN,
+            )
+            .map_err(|source| Error::Bus {
+                what: "ACPI GED",
+                source,
+            })?;
+        Ok(ged)
+    }
+
+    /// Adds the ACPI PCI hotplug controller's registers at
+    /// [`layout::PCIHP_START`], with the slots of `present` (a bit per slot)
+    /// holding devices.
+    pub fn add_pci_hotplug(&self, present: u32) -> Result<Arc<PciHotplug>, Error> {
+        let hotplug = PciHotplug::new(present).map_err(io_err("PCI hotplug eventfd"))?;
+        self.mmio
+            .insert(
+                Arc::new(Mutex::new(PciHotplugRegisters(hotplug.clone()))),
+                layout::PCIHP_START.0,
+                PCIHP_REGISTERS_LEN,
+            )
+            .map_err(|source| Error::Bus {
+                what: "PCI hotplug controller",
+                source,
+            })?;
+        Ok(hotplug)
+    }
+
     /// Puts bus 0's configuration windows (0xCF8 and ECAM) on the buses.
-    pub fn add_pci_root(&self, root: PciRoot) -> Result<(), Error> {
-        let root = Arc::new(root);
+    pub fn add_pci_root(&self, root: Arc<PciRoot>) -> Result<(), Error> {
         self.pio
             .insert(
                 Arc::new(Mutex::new(ConfigIo::new(root.clone()))),

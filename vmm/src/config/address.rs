@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ConfigError;
 
@@ -38,6 +38,13 @@ impl fmt::Display for PciAddress {
 impl Serialize for PciAddress {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PciAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -157,6 +164,13 @@ impl Serialize for MacAddr {
     }
 }
 
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for MacAddr {
     type Err = ConfigError;
 
@@ -181,6 +195,44 @@ impl FromStr for MacAddr {
         }
         Ok(MacAddr(octets))
     }
+}
+
+/// A PF as the user names it (iovctl.conf's `device`, `-s ...,passthru,pf=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PfDevice {
+    /// A network interface name (`eth0`), FreeBSD's `ix0` style.
+    Netdev(String),
+    /// A PCI address (`0000:01:00.0`).
+    Pci(PciAddress),
+}
+
+impl PfDevice {
+    /// A PCI address (`DDDD:BB:SS.F`, `BB:SS.F`) or an interface name
+    /// (1 to 15 bytes, no '/', ':' or blanks).
+    pub fn parse(text: &str) -> Option<PfDevice> {
+        if text.contains(':') {
+            text.parse().ok().map(PfDevice::Pci)
+        } else {
+            netdev_name_ok(text).then(|| PfDevice::Netdev(text.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for PfDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PfDevice::Netdev(n) => f.write_str(n),
+            PfDevice::Pci(a) => write!(f, "{a}"),
+        }
+    }
+}
+
+/// A Linux interface name: 1 to 15 bytes, no '/', ':' or blanks.
+fn netdev_name_ok(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '/' && c != ':')
 }
 
 #[cfg(test)]

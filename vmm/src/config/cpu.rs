@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
@@ -13,7 +13,7 @@ const USE: &str = "use -c N or -c cpus=N,sockets=S,cores=C,threads=T";
 ///
 /// Invariant (checked by [`CpuTopology::validate`]): every field is at least
 /// 1 and `cpus == sockets * cores * threads`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuTopology {
     /// Total number of vCPUs.
     pub cpus: u16,

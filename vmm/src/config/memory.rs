@@ -3,9 +3,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
+use crate::memory::HugePageSize;
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -15,11 +16,6 @@ const TIB: u64 = 1 << 40;
 /// Guest RAM is mapped in pages, so its size must be a multiple of this.
 const PAGE_SIZE: u64 = 4 * KIB;
 
-/// With `--hugepages` the size must be a multiple of the smallest x86 huge
-/// page (2 MiB); a host whose default huge page is 1 GiB needs more, which
-/// only the builder can tell.
-const HUGE_PAGE_SIZE: u64 = 2 * MIB;
-
 /// Largest accepted size: 4 PiB, the x86-64 architectural limit of physical
 /// addresses (52 bits); the builder checks what the host can really give.
 const MAX_MEMORY: u64 = 1 << 52;
@@ -27,21 +23,32 @@ const MAX_MEMORY: u64 = 1 << 52;
 /// Default guest memory size, as bhyve's (256 MiB).
 const DEFAULT_MEMORY: u64 = 256 * MIB;
 
-/// Guest memory: `-m SIZE` and `--hugepages`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Guest memory: `-m SIZE` and `--hugepages[=2M|1G]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
-    /// Size in bytes: non-zero, a multiple of 4 KiB (of 2 MiB with `hugepages`).
+    /// Size in bytes: non-zero, a multiple of 4 KiB (of the huge page size
+    /// with `hugepages`).
     pub size: u64,
-    /// Back guest memory with huge pages (`MAP_HUGETLB`).
-    pub hugepages: bool,
+    /// Back guest memory with huge pages of this size (`MAP_HUGETLB`).
+    pub hugepages: Option<HugePageSize>,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
             size: DEFAULT_MEMORY,
-            hugepages: false,
+            hugepages: None,
         }
+    }
+}
+
+/// Parses a `--hugepages` value: `2M` (also what a bare `--hugepages`
+/// means) or `1G`.
+pub fn parse_hugepages(s: &str) -> Result<HugePageSize, ConfigError> {
+    match s {
+        "2M" | "2m" => Ok(HugePageSize::Size2M),
+        "1G" | "1g" => Ok(HugePageSize::Size1G),
+        _ => Err(ConfigError::HugePages(s.to_string())),
     }
 }
 
@@ -53,17 +60,25 @@ impl MemoryConfig {
             reason,
         };
         check_size(self.size).map_err(err)?;
-        if self.hugepages && !self.size.is_multiple_of(HUGE_PAGE_SIZE) {
-            return Err(err(format!(
-                "not a multiple of 2 MiB, which --hugepages needs (use e.g. -m {})",
-                format_size(round_up(self.size, HUGE_PAGE_SIZE))
-            )));
+        if let Some(page) = self.hugepages {
+            if !self.size.is_multiple_of(page.bytes()) {
+                return Err(err(format!(
+                    "not a multiple of {}, which {} needs (use e.g. -m {})",
+                    if page == HugePageSize::Size1G {
+                        "1 GiB"
+                    } else {
+                        "2 MiB"
+                    },
+                    page.flag(),
+                    format_size(round_up(self.size, page.bytes()))
+                )));
+            }
         }
         Ok(())
     }
 }
 
-/// Parses a `-m` value; `hugepages` is false (it comes from `--hugepages`).
+/// Parses a `-m` value; `hugepages` is `None` (it comes from `--hugepages`).
 ///
 /// The rule is bhyve's `vm_parse_memsize()`: a number with a K, M, G or T
 /// suffix (either case, binary multiples; B means bytes) is that size; a
@@ -79,7 +94,7 @@ impl FromStr for MemoryConfig {
         })?;
         Ok(MemoryConfig {
             size,
-            hugepages: false,
+            hugepages: None,
         })
     }
 }
@@ -183,7 +198,7 @@ mod tests {
         for &(input, want) in cases {
             let got: MemoryConfig = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(got.size, want, "{input}");
-            assert!(!got.hugepages);
+            assert!(got.hugepages.is_none());
         }
     }
 
@@ -219,25 +234,41 @@ mod tests {
     fn validates_hugepages_alignment() {
         let ok = MemoryConfig {
             size: 4 * MIB,
-            hugepages: true,
+            hugepages: Some(HugePageSize::Size2M),
         };
         assert_eq!(ok.validate(), Ok(()));
         let small_pages = MemoryConfig {
             size: 1028 * KIB,
-            hugepages: false,
+            hugepages: None,
         };
         assert_eq!(small_pages.validate(), Ok(()));
         let bad = MemoryConfig {
             size: 1025 * MIB,
-            hugepages: true,
+            hugepages: Some(HugePageSize::Size2M),
         };
         assert_eq!(
             bad.validate().unwrap_err().to_string(),
             "-m 1025M: not a multiple of 2 MiB, which --hugepages needs (use e.g. -m 1026M)"
         );
+        let gig = MemoryConfig {
+            size: 1536 * MIB,
+            hugepages: Some(HugePageSize::Size1G),
+        };
+        assert_eq!(
+            gig.validate().unwrap_err().to_string(),
+            "-m 1536M: not a multiple of 1 GiB, which --hugepages=1G needs (use e.g. -m 2G)"
+        );
+        assert_eq!(
+            MemoryConfig {
+                size: 2 * GIB,
+                ..gig
+            }
+            .validate(),
+            Ok(())
+        );
         let zero = MemoryConfig {
             size: 0,
-            hugepages: false,
+            hugepages: None,
         };
         assert_eq!(
             zero.validate().unwrap_err().to_string(),
@@ -245,11 +276,21 @@ mod tests {
         );
         let odd = MemoryConfig {
             size: 1000,
-            hugepages: false,
+            hugepages: None,
         };
         assert_eq!(
             odd.validate().unwrap_err().to_string(),
             "-m 1000B: 1000 bytes is not a multiple of 4 KiB (use e.g. -m 4K)"
+        );
+    }
+
+    #[test]
+    fn parses_hugepage_sizes() {
+        assert_eq!(parse_hugepages("2M"), Ok(HugePageSize::Size2M));
+        assert_eq!(parse_hugepages("1g"), Ok(HugePageSize::Size1G));
+        assert_eq!(
+            parse_hugepages("4K").unwrap_err().to_string(),
+            "--hugepages=4K: not a huge page size (use --hugepages=2M or --hugepages=1G)"
         );
     }
 
@@ -266,7 +307,7 @@ mod tests {
         for &(size, want) in cases {
             let m = MemoryConfig {
                 size,
-                hugepages: false,
+                hugepages: None,
             };
             assert_eq!(m.to_string(), want);
             assert_eq!(want.parse::<MemoryConfig>().unwrap().size, size);

@@ -5,14 +5,19 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, MacAddr, PciAddress};
+use devices::virtio::block::{check_sector_sizes, SectorSizeError, MAX_QUEUES};
+
+use super::{ConfigError, PciAddress, PfDevice};
+use crate::host::vf::VfSettings;
 
 /// Emulations accepted by `-s`, for error messages.
 const EMULATIONS: &str = "hostbridge, lpc, virtio-blk, passthru";
-const BLK_OPTIONS: &str = "ro, nocache, direct, sectorsize=L[/P], serial=S";
-const PASSTHRU_OPTIONS: &str = "mac=, vlan=, spoofchk=on|off, trust=on|off, managed";
+const BLK_OPTIONS: &str = "ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N";
+const PASSTHRU_OPTIONS: &str = "mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE";
+const PASSTHRU_HOSTS: &str =
+    "B/S/F, DDDD:BB:SS.F, or pf=PF for any free VF of PF (an interface like eth0 or a PCI address)";
 
 /// Number of slots (devices) on a PCI bus.
 const PCI_SLOTS: u8 = 32;
@@ -22,7 +27,7 @@ const PCI_FUNCTIONS: u8 = 8;
 const BLK_SERIAL_MAX: usize = 20;
 
 /// One `-s` option: a device at `slot:function` on guest PCI bus 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PciSlotConfig {
     /// Guest PCI slot (device number), 0..=31.
     pub slot: u8,
@@ -30,10 +35,28 @@ pub struct PciSlotConfig {
     pub function: u8,
     /// What is at that address.
     pub device: DeviceConfig,
+    /// The `-s` text the user typed, if it was parsed from one: it names
+    /// the slot in every error. Not part of what the slot is (not compared,
+    /// not serialized).
+    #[serde(skip)]
+    pub text: Option<String>,
+    /// The id the API names the device by, if one was given when it was
+    /// hot-added (default: [`PciSlotConfig::id`]'s `SLOT:FUNCTION`). Not
+    /// part of what the slot is (not compared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
+impl PartialEq for PciSlotConfig {
+    fn eq(&self, other: &Self) -> bool {
+        (self.slot, self.function, &self.device) == (other.slot, other.function, &other.device)
+    }
+}
+
+impl Eq for PciSlotConfig {}
+
 /// The device (bhyve "emulation") in a PCI slot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum DeviceConfig {
     /// `hostbridge` (bhyve's `amd_hostbridge` is accepted as the same thing).
@@ -45,7 +68,7 @@ pub enum DeviceConfig {
     /// `virtio-blk,PATH[,ro][,nocache][,direct][,sectorsize=L[/P]][,serial=S]`.
     #[serde(rename = "virtio-blk")]
     VirtioBlk(BlkConfig),
-    /// `passthru,ADDR[,mac=M][,vlan=N][,spoofchk=on|off][,trust=on|off][,managed]`.
+    /// `passthru,ADDR[,mac=M][,vlan=N][,spoofchk=on|off][,trust=on|off][,managed][,rom=off|FILE]`.
     #[serde(rename = "passthru")]
     Passthru(PassthruConfig),
 }
@@ -63,7 +86,7 @@ impl DeviceConfig {
 }
 
 /// A virtio block device backed by a file or block device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlkConfig {
     /// Disk image: a regular file or a block device.
     pub path: PathBuf,
@@ -79,6 +102,10 @@ pub struct BlkConfig {
     pub physical_sector: u32,
     /// `serial=` (or bhyve's `ser=`): the disk serial, at most 20 printable ASCII bytes.
     pub serial: Option<String>,
+    /// `num_queues=N`: request queues, each with its own I/O thread,
+    /// interrupt vector and notify address (default: one per vCPU, at most
+    /// `MAX_QUEUES`).
+    pub num_queues: Option<u16>,
 }
 
 impl BlkConfig {
@@ -92,6 +119,7 @@ impl BlkConfig {
             logical_sector: 512,
             physical_sector: 512,
             serial: None,
+            num_queues: None,
         }
     }
 
@@ -99,18 +127,18 @@ impl BlkConfig {
         if self.path.as_os_str().is_empty() {
             return Err("empty disk image path".to_string());
         }
-        let (l, p) = (self.logical_sector, self.physical_sector);
-        for (name, size) in [("logical", l), ("physical", p)] {
-            if !size.is_power_of_two() || !(512..=4096).contains(&size) {
-                return Err(format!(
-                    "sectorsize: {name} size {size} must be 512, 1024, 2048 or 4096"
-                ));
+        check_sector_sizes(self.logical_sector, self.physical_sector).map_err(|e| match e {
+            SectorSizeError::Size { which, size } => {
+                format!("sectorsize: {which} size {size} must be 512, 1024, 2048 or 4096")
             }
-        }
-        if p < l {
-            return Err(format!(
-                "sectorsize={l}/{p}: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"
-            ));
+            SectorSizeError::PhysicalBelowLogical { logical, physical } => format!(
+                "sectorsize={logical}/{physical}: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"
+            ),
+        })?;
+        if let Some(n) = self.num_queues {
+            if !(1..=MAX_QUEUES).contains(&n) {
+                return Err(format!("num_queues={n}: must be 1 to {MAX_QUEUES}"));
+            }
         }
         if let Some(serial) = &self.serial {
             if serial.is_empty() || serial.len() > BLK_SERIAL_MAX {
@@ -128,47 +156,144 @@ impl BlkConfig {
     }
 }
 
-/// A host PCI function (normally an SR-IOV VF) given to the guest via VFIO.
+/// `rom=`: the expansion ROM the guest sees.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RomConfig {
+    /// The device's own ROM (the default; none if it has none).
+    #[default]
+    Device,
+    /// `rom=off`: no ROM.
+    Off,
+    /// `rom=FILE`: this image instead.
+    File(PathBuf),
+}
+
+impl RomConfig {
+    fn is_device(&self) -> bool {
+        *self == RomConfig::Device
+    }
+}
+
+/// A host PCI function (an SR-IOV VF, a whole PF, any function) given to
+/// the guest via VFIO.
 ///
 /// The VF settings are applied on the PF before the VM starts; `None` means
 /// "leave the host's setting alone".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PassthruConfig {
-    /// The host device.
-    pub host: PciAddress,
-    /// `mac=`: the VF's MAC address (unicast, non-zero).
-    pub mac: Option<MacAddr>,
-    /// `vlan=`: the VF's port VLAN, 0..=4095; `Some(0)` clears it (untagged).
-    pub vlan: Option<u16>,
-    /// `spoofchk=on|off`: the PF's MAC anti-spoof check for the VF.
-    pub spoofchk: Option<bool>,
-    /// `trust=on|off`: VF trust (lets the guest use promiscuous mode, change its MAC...).
-    pub trust: Option<bool>,
+    /// The host device, or the PF whose free VF it is (`host`, `pool`).
+    #[serde(flatten)]
+    pub host: HostDevice,
+    /// `mac=`, `vlan=`, `spoofchk=`, `trust=` (a given `mac=` is unicast
+    /// and non-zero).
+    #[serde(flatten)]
+    pub vf: VfSettings,
     /// `managed`: vfvm binds the device to vfio-pci itself (and gives it back afterwards).
     pub managed: bool,
+    /// `rom=`: the expansion ROM.
+    #[serde(default, skip_serializing_if = "RomConfig::is_device")]
+    pub rom: RomConfig,
+}
+
+/// Which host device a `passthru` slot gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawHost", into = "RawHost")]
+pub enum HostDevice {
+    /// `B/S/F` or `DDDD:BB:SS.F`: this device.
+    Device(PciAddress),
+    /// `pf=PF`: any free passthrough VF of PF, taken when the VM starts
+    /// (`taken` then names it).
+    Pool {
+        pf: PfDevice,
+        taken: Option<PciAddress>,
+    },
+}
+
+impl HostDevice {
+    /// The device: the given one, or the one taken from the pool.
+    pub fn device(&self) -> Option<PciAddress> {
+        match self {
+            HostDevice::Device(a) => Some(*a),
+            HostDevice::Pool { taken, .. } => *taken,
+        }
+    }
+}
+
+impl fmt::Display for HostDevice {
+    /// `-s` syntax: the address, or `pf=PF`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostDevice::Device(a) => write!(f, "{a}"),
+            HostDevice::Pool { pf, .. } => write!(f, "pf={pf}"),
+        }
+    }
+}
+
+/// How [`HostDevice`] looks in JSON: `host` (null for a pool's VF not
+/// taken yet) and, for a pool, `pool`.
+#[derive(Serialize, Deserialize)]
+struct RawHost {
+    host: Option<PciAddress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
+}
+
+impl From<HostDevice> for RawHost {
+    fn from(h: HostDevice) -> Self {
+        match h {
+            HostDevice::Device(a) => RawHost {
+                host: Some(a),
+                pool: None,
+            },
+            HostDevice::Pool { pf, taken } => RawHost {
+                host: taken,
+                pool: Some(pf.to_string()),
+            },
+        }
+    }
+}
+
+impl TryFrom<RawHost> for HostDevice {
+    type Error = String;
+
+    fn try_from(r: RawHost) -> Result<Self, String> {
+        match (r.host, r.pool) {
+            (taken, Some(pf)) => Ok(HostDevice::Pool {
+                pf: PfDevice::parse(&pf).ok_or_else(|| format!("pool {pf:?}: {PASSTHRU_HOSTS}"))?,
+                taken,
+            }),
+            (Some(a), None) => Ok(HostDevice::Device(a)),
+            (None, None) => Err(format!("passthru needs host: {PASSTHRU_HOSTS}")),
+        }
+    }
 }
 
 impl PassthruConfig {
     /// The host device with no VF settings and not managed.
     pub fn new(host: PciAddress) -> Self {
+        PassthruConfig::with_host(HostDevice::Device(host))
+    }
+
+    /// `host` with no VF settings and not managed.
+    pub fn with_host(host: HostDevice) -> Self {
         PassthruConfig {
             host,
-            mac: None,
-            vlan: None,
-            spoofchk: None,
-            trust: None,
+            vf: VfSettings::default(),
             managed: false,
+            rom: RomConfig::Device,
         }
     }
 
     fn check(&self) -> Result<(), String> {
-        let host = self.host;
-        if host.device > 31 || host.function > 7 {
-            return Err(format!(
-                "host device {host} is not a PCI address (device 0..1f, function 0..7)"
-            ));
+        if let Some(host) = self.host.device() {
+            if host.device > 31 || host.function > 7 {
+                return Err(format!(
+                    "host device {host} is not a PCI address (device 0..1f, function 0..7)"
+                ));
+            }
         }
-        if let Some(mac) = self.mac {
+        if let Some(mac) = self.vf.mac {
             if mac.is_zero() {
                 return Err(format!(
                     "mac={mac}: the all-zero address is not usable (give a real one, or leave mac= out)"
@@ -180,7 +305,7 @@ impl PassthruConfig {
                 ));
             }
         }
-        if let Some(vlan) = self.vlan {
+        if let Some(vlan) = self.vf.vlan {
             if vlan > 4095 {
                 return Err(format!(
                     "vlan={vlan}: out of range (use 0..4095, 0 = untagged)"
@@ -192,6 +317,29 @@ impl PassthruConfig {
 }
 
 impl PciSlotConfig {
+    /// A slot built in code, not parsed from `-s` text.
+    pub fn new(slot: u8, function: u8, device: DeviceConfig) -> Self {
+        PciSlotConfig {
+            slot,
+            function,
+            device,
+            text: None,
+            id: None,
+        }
+    }
+
+    /// The device's id: the one it was given, else `SLOT:FUNCTION` (`5:0`).
+    pub fn id(&self) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.slot, self.function))
+    }
+
+    /// How errors name this slot: the user's `-s` text, else its `-s` form.
+    pub fn arg(&self) -> String {
+        self.text.clone().unwrap_or_else(|| self.to_string())
+    }
+
     /// Checks this slot on its own (ranges, device options), giving the reason.
     fn check(&self) -> Result<(), String> {
         if self.slot >= PCI_SLOTS {
@@ -223,7 +371,10 @@ impl FromStr for PciSlotConfig {
                 value: s.to_string(),
                 reason,
             })?;
-        Ok(slot)
+        Ok(PciSlotConfig {
+            text: Some(s.to_string()),
+            ..slot
+        })
     }
 }
 
@@ -258,11 +409,7 @@ fn parse_slot(s: &str) -> Result<PciSlotConfig, String> {
         }
         other => return Err(format!("unknown emulation '{other}' (known: {EMULATIONS})")),
     };
-    Ok(PciSlotConfig {
-        slot,
-        function,
-        device,
-    })
+    Ok(PciSlotConfig::new(slot, function, device))
 }
 
 /// `slot`, `slot:function` or `bus:slot:function`, decimal as in bhyve.
@@ -321,13 +468,38 @@ fn split_option<'a>(
     Ok((key, value))
 }
 
+/// A flag option: `key` or `key=on` sets it, `key=off` clears it (the
+/// second form is how a VM file's `key = true|false` reads).
 fn flag(key: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
-        None => Ok(true),
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
         Some(v) => Err(format!(
-            "'{key}' takes no value (write '{key}', not '{key}={v}')"
+            "'{key}' takes no value (write '{key}', or '{key}=on|off', not '{key}={v}')"
         )),
     }
+}
+
+/// The first option of an emulation that has one without a key (the disk's
+/// PATH, the host device's ADDR), and the key that names it instead:
+/// `virtio-blk,path=disk.img` is `virtio-blk,disk.img`. VM files write
+/// every option with its key.
+pub const POSITIONAL_KEYS: &[(&str, &str)] = &[("virtio-blk", "path"), ("passthru", "host")];
+
+/// Splits off the first option of `emulation`: `key=VALUE` or bare `VALUE`.
+fn positional<'a>(emulation: &str, options: &[&'a str]) -> Option<(&'a str, Vec<&'a str>)> {
+    let (&first, rest) = options.split_first()?;
+    let key = POSITIONAL_KEYS.iter().find(|(e, _)| *e == emulation)?.1;
+    let value = first
+        .strip_prefix(key)
+        .and_then(|v| v.strip_prefix('='))
+        .unwrap_or(first);
+    (!value.is_empty()).then(|| (value, rest.to_vec()))
+}
+
+/// The guest `slot:function` of a `-s` value, if its address part parses.
+pub fn guest_address_of(s: &str) -> Option<(u8, u8)> {
+    parse_guest_address(s.split(',').next().unwrap_or_default()).ok()
 }
 
 fn needs_value<'a>(key: &str, value: Option<&'a str>, example: &str) -> Result<&'a str, String> {
@@ -337,14 +509,14 @@ fn needs_value<'a>(key: &str, value: Option<&'a str>, example: &str) -> Result<&
 }
 
 fn parse_blk(address: &str, options: &[&str]) -> Result<BlkConfig, String> {
-    let Some((&path, options)) = options.split_first().filter(|(p, _)| !p.is_empty()) else {
+    let Some((path, options)) = positional("virtio-blk", options) else {
         return Err(format!(
             "missing disk image path (use -s {address},virtio-blk,PATH)"
         ));
     };
     let mut blk = BlkConfig::new(path);
     let mut seen = Vec::new();
-    for option in options {
+    for option in &options {
         let (key, value) = split_option(option, &mut seen)?;
         match key {
             "ro" => blk.readonly = flag(key, value)?,
@@ -362,6 +534,12 @@ fn parse_blk(address: &str, options: &[&str]) -> Result<BlkConfig, String> {
                 };
                 blk.logical_sector = size(logical)?;
                 blk.physical_sector = size(physical)?;
+            }
+            "num_queues" => {
+                let value = needs_value(key, value, "num_queues=2")?;
+                blk.num_queues = Some(value.parse().map_err(|_| {
+                    format!("num_queues={value}: not a number (e.g. num_queues=2)")
+                })?);
             }
             "serial" | "ser" => {
                 if seen.contains(&"serial") && seen.contains(&"ser") {
@@ -389,20 +567,27 @@ fn parse_on_off(key: &str, value: Option<&str>) -> Result<bool, String> {
 }
 
 fn parse_passthru(address: &str, options: &[&str]) -> Result<PassthruConfig, String> {
-    let Some((&host, options)) = options.split_first().filter(|(h, _)| !h.is_empty()) else {
+    let Some((host, options)) = positional("passthru", options) else {
         return Err(format!(
             "missing host address (use -s {address},passthru,B/S/F or -s {address},passthru,DDDD:BB:SS.F)"
         ));
     };
-    let host: PciAddress = host.parse().map_err(|e: ConfigError| e.to_string())?;
-    let mut pt = PassthruConfig::new(host);
+    let mut pt = match host.strip_prefix("pf=") {
+        Some(pf) => PassthruConfig::with_host(HostDevice::Pool {
+            pf: PfDevice::parse(pf).ok_or_else(|| {
+                format!("pf={pf}: not a network interface (eth0) or a PCI address (0000:01:00.0)")
+            })?,
+            taken: None,
+        }),
+        None => PassthruConfig::new(host.parse().map_err(|e: ConfigError| e.to_string())?),
+    };
     let mut seen = Vec::new();
-    for option in options {
+    for option in &options {
         let (key, value) = split_option(option, &mut seen)?;
         match key {
             "mac" => {
                 let value = needs_value(key, value, "mac=aa:88:44:00:02:01")?;
-                pt.mac = Some(
+                pt.vf.mac = Some(
                     value
                         .parse()
                         .map_err(|e: ConfigError| format!("mac={value}: {e}"))?,
@@ -416,11 +601,17 @@ fn parse_passthru(address: &str, options: &[&str]) -> Result<PassthruConfig, Str
                     .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
                     .filter(|&v| v <= 4095)
                     .ok_or_else(|| format!("vlan={value}: use a number 0..4095 (0 = untagged)"))?;
-                pt.vlan = Some(vlan);
+                pt.vf.vlan = Some(vlan);
             }
-            "spoofchk" => pt.spoofchk = Some(parse_on_off(key, value)?),
-            "trust" => pt.trust = Some(parse_on_off(key, value)?),
+            "spoofchk" => pt.vf.spoofchk = Some(parse_on_off(key, value)?),
+            "trust" => pt.vf.trust = Some(parse_on_off(key, value)?),
             "managed" => pt.managed = flag(key, value)?,
+            "rom" => {
+                pt.rom = match needs_value(key, value, "rom=off or rom=/path/to/rom.bin")? {
+                    "off" => RomConfig::Off,
+                    path => RomConfig::File(PathBuf::from(path)),
+                }
+            }
             _ => {
                 return Err(format!(
                     "unknown passthru option '{key}' (known: {PASSTHRU_OPTIONS})"
@@ -465,25 +656,33 @@ impl fmt::Display for DeviceConfig {
                 if let Some(serial) = &blk.serial {
                     write!(f, ",serial={serial}")?;
                 }
+                if let Some(n) = blk.num_queues {
+                    write!(f, ",num_queues={n}")?;
+                }
                 Ok(())
             }
             DeviceConfig::Passthru(pt) => {
                 write!(f, ",{}", pt.host)?;
-                if let Some(mac) = pt.mac {
+                if let Some(mac) = pt.vf.mac {
                     write!(f, ",mac={mac}")?;
                 }
-                if let Some(vlan) = pt.vlan {
+                if let Some(vlan) = pt.vf.vlan {
                     write!(f, ",vlan={vlan}")?;
                 }
                 let on_off = |b: bool| if b { "on" } else { "off" };
-                if let Some(spoofchk) = pt.spoofchk {
+                if let Some(spoofchk) = pt.vf.spoofchk {
                     write!(f, ",spoofchk={}", on_off(spoofchk))?;
                 }
-                if let Some(trust) = pt.trust {
+                if let Some(trust) = pt.vf.trust {
                     write!(f, ",trust={}", on_off(trust))?;
                 }
                 if pt.managed {
                     f.write_str(",managed")?;
+                }
+                match &pt.rom {
+                    RomConfig::Device => {}
+                    RomConfig::Off => f.write_str(",rom=off")?,
+                    RomConfig::File(path) => write!(f, ",rom={}", path.display())?,
                 }
                 Ok(())
             }
@@ -491,10 +690,12 @@ impl fmt::Display for DeviceConfig {
     }
 }
 
-/// Checks a set of slots: each on its own, then against each other. Each
-/// slot comes with the text that names it in errors (its `-s` argument).
-pub(super) fn check_slots(slots: &[(&str, &PciSlotConfig)]) -> Result<(), ConfigError> {
-    for (arg, slot) in slots {
+/// Checks a set of slots: each on its own, then against each other. Errors
+/// name slots by [`PciSlotConfig::arg`].
+pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
+    let args: Vec<String> = slots.iter().map(PciSlotConfig::arg).collect();
+    let slots: Vec<(&str, &PciSlotConfig)> = args.iter().map(String::as_str).zip(slots).collect();
+    for (arg, slot) in &slots {
         slot.check().map_err(|reason| ConfigError::Slot {
             value: arg.to_string(),
             reason,
@@ -503,7 +704,7 @@ pub(super) fn check_slots(slots: &[(&str, &PciSlotConfig)]) -> Result<(), Config
     let mut used: HashMap<(u8, u8), &str> = HashMap::new();
     let mut hosts: HashMap<PciAddress, &str> = HashMap::new();
     let mut singletons: HashMap<&str, &str> = HashMap::new();
-    for &(arg, slot) in slots {
+    for &(arg, slot) in &slots {
         if let Some(first) = used.insert((slot.slot, slot.function), arg) {
             return Err(ConfigError::SlotInUse {
                 slot: slot.slot,
@@ -523,19 +724,22 @@ pub(super) fn check_slots(slots: &[(&str, &PciSlotConfig)]) -> Result<(), Config
                     });
                 }
             }
-            DeviceConfig::Passthru(pt) => {
-                if let Some(first) = hosts.insert(pt.host, arg) {
+            DeviceConfig::Passthru(PassthruConfig {
+                host: HostDevice::Device(host),
+                ..
+            }) => {
+                if let Some(first) = hosts.insert(*host, arg) {
                     return Err(ConfigError::DuplicatePassthru {
-                        host: pt.host,
+                        host: *host,
                         first: first.to_string(),
                         second: arg.to_string(),
                     });
                 }
             }
-            DeviceConfig::VirtioBlk(_) => {}
+            DeviceConfig::VirtioBlk(_) | DeviceConfig::Passthru(_) => {}
         }
     }
-    for &(arg, slot) in slots {
+    for &(arg, slot) in &slots {
         if slot.function != 0 && !used.contains_key(&(slot.slot, 0)) {
             return Err(ConfigError::NoFunctionZero {
                 slot: slot.slot,
@@ -556,11 +760,7 @@ mod tests {
     }
 
     fn slot(slot: u8, function: u8, device: DeviceConfig) -> PciSlotConfig {
-        PciSlotConfig {
-            slot,
-            function,
-            device,
-        }
+        PciSlotConfig::new(slot, function, device)
     }
 
     fn blk(path: &str, f: impl FnOnce(&mut BlkConfig)) -> DeviceConfig {
@@ -626,27 +826,50 @@ mod tests {
                 "4:0,virtio-blk,d.img,serial=DISK-0001",
             ),
             (
+                "4,virtio-blk,d.img,num_queues=4,ro",
+                slot(4, 0, blk("d.img", |b| {
+                    b.readonly = true;
+                    b.num_queues = Some(4);
+                })),
+                "4:0,virtio-blk,d.img,ro,num_queues=4",
+            ),
+            (
                 "4,virtio-blk,d.img,ser=12345678901234567890",
                 slot(4, 0, blk("d.img", |b| b.serial = Some("12345678901234567890".into()))),
                 "4:0,virtio-blk,d.img,serial=12345678901234567890",
             ),
             // The path is the first option, whatever it looks like.
             ("4,virtio-blk,ro", slot(4, 0, blk("ro", |_| {})), "4:0,virtio-blk,ro"),
+            // Named first options and flags with on/off, as VM files write them.
+            (
+                "4,virtio-blk,path=d.img,ro=on,nocache=off,direct=on",
+                slot(4, 0, blk("d.img", |b| {
+                    b.readonly = true;
+                    b.direct = true;
+                })),
+                "4:0,virtio-blk,d.img,ro,direct",
+            ),
+            (
+                "5,passthru,host=1/16/0,managed=on",
+                slot(5, 0, pt("0000:01:10.0", |p| p.managed = true)),
+                "5:0,passthru,0000:01:10.0,managed",
+            ),
+            ("5,passthru,host=1/16/0,managed=off", slot(5, 0, pt("0000:01:10.0", |_| {})), "5:0,passthru,0000:01:10.0"),
             ("5,passthru,1/16/0", slot(5, 0, pt("0000:01:10.0", |_| {})), "5:0,passthru,0000:01:10.0"),
             ("5:0,passthru,0000:3b:02.1", slot(5, 0, pt("0000:3b:02.1", |_| {})), "5:0,passthru,0000:3b:02.1"),
             ("5:0,passthru,3b:02.1", slot(5, 0, pt("0000:3b:02.1", |_| {})), "5:0,passthru,0000:3b:02.1"),
             (
                 "5:0,passthru,1/16/0,mac=aa:88:44:00:02:01",
-                slot(5, 0, pt("0000:01:10.0", |p| p.mac = Some("aa:88:44:00:02:01".parse().unwrap()))),
+                slot(5, 0, pt("0000:01:10.0", |p| p.vf.mac = Some("aa:88:44:00:02:01".parse().unwrap()))),
                 "5:0,passthru,0000:01:10.0,mac=aa:88:44:00:02:01",
             ),
             (
                 "6,passthru,1/16/1,managed,trust=off,spoofchk=on,vlan=100,mac=AA:88:44:00:02:02",
                 slot(6, 0, pt("0000:01:10.1", |p| {
-                    p.mac = Some("aa:88:44:00:02:02".parse().unwrap());
-                    p.vlan = Some(100);
-                    p.spoofchk = Some(true);
-                    p.trust = Some(false);
+                    p.vf.mac = Some("aa:88:44:00:02:02".parse().unwrap());
+                    p.vf.vlan = Some(100);
+                    p.vf.spoofchk = Some(true);
+                    p.vf.trust = Some(false);
                     p.managed = true;
                 })),
                 "6:0,passthru,0000:01:10.1,mac=aa:88:44:00:02:02,vlan=100,spoofchk=on,trust=off,managed",
@@ -654,16 +877,28 @@ mod tests {
             (
                 "6,passthru,1/16/1,vlan=0,spoofchk=off,trust=on",
                 slot(6, 0, pt("0000:01:10.1", |p| {
-                    p.vlan = Some(0);
-                    p.spoofchk = Some(false);
-                    p.trust = Some(true);
+                    p.vf.vlan = Some(0);
+                    p.vf.spoofchk = Some(false);
+                    p.vf.trust = Some(true);
                 })),
                 "6:0,passthru,0000:01:10.1,vlan=0,spoofchk=off,trust=on",
             ),
             (
                 "6,passthru,1/16/1,vlan=4095",
-                slot(6, 0, pt("0000:01:10.1", |p| p.vlan = Some(4095))),
+                slot(6, 0, pt("0000:01:10.1", |p| p.vf.vlan = Some(4095))),
                 "6:0,passthru,0000:01:10.1,vlan=4095",
+            ),
+            (
+                "6:0,passthru,0000:00:06.0,rom=off",
+                slot(6, 0, pt("0000:00:06.0", |p| p.rom = RomConfig::Off)),
+                "6:0,passthru,0000:00:06.0,rom=off",
+            ),
+            (
+                "5:1,passthru,0000:00:06.0,rom=/srv/e1000.rom",
+                slot(5, 1, pt("0000:00:06.0", |p| {
+                    p.rom = RomConfig::File("/srv/e1000.rom".into())
+                })),
+                "5:1,passthru,0000:00:06.0,rom=/srv/e1000.rom",
             ),
         ];
         for (input, want, shown) in cases {
@@ -703,13 +938,13 @@ mod tests {
             ("4:0,virtio-blk", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
             ("4:0,virtio-blk,", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
             ("4,virtio-blk,,ro", "missing disk image path (use -s 4,virtio-blk,PATH)"),
-            ("4,virtio-blk,d.img,rw", "unknown virtio-blk option 'rw' (known: ro, nocache, direct, sectorsize=L[/P], serial=S)"),
-            ("4,virtio-blk,d.img,bootindex=1", "unknown virtio-blk option 'bootindex' (known: ro, nocache, direct, sectorsize=L[/P], serial=S)"),
+            ("4,virtio-blk,d.img,rw", "unknown virtio-blk option 'rw' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
+            ("4,virtio-blk,d.img,bootindex=1", "unknown virtio-blk option 'bootindex' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
             ("4,virtio-blk,d.img,ro,ro", "option 'ro' given twice"),
             ("4,virtio-blk,d.img,ro,", "empty option '' (remove the extra ',')"),
-            ("4,virtio-blk,d.img,ro=1", "'ro' takes no value (write 'ro', not 'ro=1')"),
-            ("4,virtio-blk,d.img,nocache=", "'nocache' takes no value (write 'nocache', not 'nocache=')"),
-            ("4,virtio-blk,d.img,direct=yes", "'direct' takes no value (write 'direct', not 'direct=yes')"),
+            ("4,virtio-blk,d.img,ro=1", "'ro' takes no value (write 'ro', or 'ro=on|off', not 'ro=1')"),
+            ("4,virtio-blk,d.img,nocache=", "'nocache' takes no value (write 'nocache', or 'nocache=on|off', not 'nocache=')"),
+            ("4,virtio-blk,d.img,direct=yes", "'direct' takes no value (write 'direct', or 'direct=on|off', not 'direct=yes')"),
             ("4,virtio-blk,d.img,sectorsize", "'sectorsize' needs a value (e.g. sectorsize=4096 or sectorsize=512/4096)"),
             ("4,virtio-blk,d.img,sectorsize=", "'sectorsize' needs a value (e.g. sectorsize=4096 or sectorsize=512/4096)"),
             ("4,virtio-blk,d.img,sectorsize=4k", "sectorsize=4k: '4k' is not a number (e.g. sectorsize=512/4096)"),
@@ -727,6 +962,10 @@ mod tests {
             ("4,virtio-blk,d.img,serial=dé", "serial=dé: only printable ASCII without spaces is allowed"),
             ("4,virtio-blk,d.img,serial=a,ser=b", "option 'serial' given twice (ser= is the same)"),
             ("4,virtio-blk,d.img,serial=a,serial=b", "option 'serial' given twice"),
+            ("4,virtio-blk,d.img,num_queues", "'num_queues' needs a value (e.g. num_queues=2)"),
+            ("4,virtio-blk,d.img,num_queues=two", "num_queues=two: not a number (e.g. num_queues=2)"),
+            ("4,virtio-blk,d.img,num_queues=0", "num_queues=0: must be 1 to 64"),
+            ("4,virtio-blk,d.img,num_queues=65", "num_queues=65: must be 1 to 64"),
             // passthru.
             ("5,passthru", "missing host address (use -s 5,passthru,B/S/F or -s 5,passthru,DDDD:BB:SS.F)"),
             ("5:0,passthru,", "missing host address (use -s 5:0,passthru,B/S/F or -s 5:0,passthru,DDDD:BB:SS.F)"),
@@ -746,9 +985,10 @@ mod tests {
             ("5,passthru,1/16/0,spoofchk", "'spoofchk' needs a value: spoofchk=on or spoofchk=off"),
             ("5,passthru,1/16/0,spoofchk=yes", "spoofchk=yes: use spoofchk=on or spoofchk=off"),
             ("5,passthru,1/16/0,trust=1", "trust=1: use trust=on or trust=off"),
-            ("5,passthru,1/16/0,managed=on", "'managed' takes no value (write 'managed', not 'managed=on')"),
+            ("5,passthru,1/16/0,managed=yes", "'managed' takes no value (write 'managed', or 'managed=on|off', not 'managed=yes')"),
             ("5,passthru,1/16/0,vlan=1,vlan=2", "option 'vlan' given twice"),
-            ("5,passthru,1/16/0,rom=x.rom", "unknown passthru option 'rom' (known: mac=, vlan=, spoofchk=on|off, trust=on|off, managed)"),
+            ("5,passthru,1/16/0,rom=", "'rom' needs a value (e.g. rom=off or rom=/path/to/rom.bin)"),
+            ("5,passthru,1/16/0,romfile=x", "unknown passthru option 'romfile' (known: mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE)"),
         ];
         for &(input, reason) in cases {
             let err = input.parse::<PciSlotConfig>().expect_err(input);
@@ -778,14 +1018,14 @@ mod tests {
             ),
             (slot(4, 0, blk("", |_| {})), "empty disk image path"),
             (
-                slot(5, 0, pt("1/16/0", |p| p.vlan = Some(4096))),
+                slot(5, 0, pt("1/16/0", |p| p.vf.vlan = Some(4096))),
                 "vlan=4096: out of range (use 0..4095, 0 = untagged)",
             ),
         ];
         for (s, reason) in cases {
             let shown = s.to_string();
             assert_eq!(
-                check_slots(&[(&shown, &s)]),
+                check_slots(std::slice::from_ref(&s)),
                 Err(ConfigError::Slot {
                     value: shown.clone(),
                     reason: reason.to_string()
@@ -797,8 +1037,7 @@ mod tests {
 
     fn check(args: &[&str]) -> Result<(), String> {
         let slots: Vec<PciSlotConfig> = args.iter().map(|a| a.parse().unwrap()).collect();
-        let pairs: Vec<(&str, &PciSlotConfig)> = args.iter().copied().zip(&slots).collect();
-        check_slots(&pairs).map_err(|e| e.to_string())
+        check_slots(&slots).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -859,6 +1098,54 @@ mod tests {
     }
 
     #[test]
+    fn pools_name_a_pf() {
+        let s: PciSlotConfig = "5:0,passthru,pf=eth0,mac=aa:88:44:00:02:01,managed"
+            .parse()
+            .unwrap();
+        let DeviceConfig::Passthru(p) = &s.device else {
+            panic!("{s:?}");
+        };
+        assert_eq!(
+            p.host,
+            HostDevice::Pool {
+                pf: PfDevice::Netdev("eth0".into()),
+                taken: None
+            }
+        );
+        assert_eq!(p.host.device(), None);
+        assert!(p.managed);
+        assert_eq!(
+            s.to_string(),
+            "5:0,passthru,pf=eth0,mac=aa:88:44:00:02:01,managed"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (&json["device"]["host"], &json["device"]["pool"]),
+            (&serde_json::Value::Null, &serde_json::json!("eth0"))
+        );
+        assert_eq!(serde_json::from_value::<PciSlotConfig>(json).unwrap(), s);
+        let s: PciSlotConfig = "6,passthru,pf=0000:01:00.0".parse().unwrap();
+        assert_eq!(s.to_string(), "6:0,passthru,pf=0000:01:00.0");
+        for (bad, why) in [
+            (
+                "5,passthru,pf=",
+                "pf=: not a network interface (eth0) or a PCI address (0000:01:00.0)",
+            ),
+            (
+                "5,passthru,pf=a/b",
+                "pf=a/b: not a network interface (eth0) or a PCI address (0000:01:00.0)",
+            ),
+        ] {
+            assert_eq!(
+                bad.parse::<PciSlotConfig>().unwrap_err().to_string(),
+                format!("-s {bad}: {why}")
+            );
+        }
+        // Two VMs' worth of one pool in one VM is fine: each takes a VF.
+        assert_eq!(check(&["5,passthru,pf=eth0", "6,passthru,pf=eth0"]), Ok(()));
+    }
+
+    #[test]
     fn serializes_with_bhyve_names() {
         let s: PciSlotConfig = "5,passthru,1/16/0,mac=aa:88:44:00:02:01,vlan=7"
             .parse()
@@ -875,7 +1162,7 @@ mod tests {
         let s: PciSlotConfig = "4,virtio-blk,d.img,ro".parse().unwrap();
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
-            r#"{"slot":4,"function":0,"device":{"type":"virtio-blk","path":"d.img","readonly":true,"nocache":false,"direct":false,"logical_sector":512,"physical_sector":512,"serial":null}}"#
+            r#"{"slot":4,"function":0,"device":{"type":"virtio-blk","path":"d.img","readonly":true,"nocache":false,"direct":false,"logical_sector":512,"physical_sector":512,"serial":null,"num_queues":null}}"#
         );
     }
 }
