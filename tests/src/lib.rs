@@ -36,8 +36,12 @@ use std::time::{Duration, Instant};
 const IGB_MAX_MEMORY_MIB: u32 = 2048;
 /// AMD with nested paging, minus what TCG lacks anyway (QEMU would warn).
 const CPU: &str = "EPYC,+svm,+npt,-fxsr-opt,-misalignsse,-osvw,-topoext,-nrip-save,-xsavec";
+/// The e1000's option ROM (Debian's ipxe-qemu, which setup-host.sh installs).
+pub const E1000_ROM: &str = "/usr/lib/ipxe/qemu/efi-e1000.rom";
 /// What a kernel prints when it panics: the run fails as soon as it shows.
 const PANIC: &str = "Kernel panic - not syncing";
+/// Where QEMU logs the emulated host's CPU resets (`-d cpu_reset`).
+const CPU_RESET_LOG: &str = "qemu-cpu-reset.log";
 /// How long to keep reading the console after a panic, for its backtrace.
 const PANIC_GRACE: Duration = Duration::from_secs(2);
 
@@ -45,7 +49,9 @@ const PANIC_GRACE: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct Testbed {
     memory_mib: u32,
+    kernel_args: String,
     igb: bool,
+    e1000: bool,
     qemu: bool,
     name: Option<String>,
     files: Vec<(String, Vec<u8>)>,
@@ -66,7 +72,9 @@ impl Testbed {
     pub fn new() -> Self {
         Testbed {
             memory_mib: IGB_MAX_MEMORY_MIB,
+            kernel_args: String::new(),
             igb: true,
+            e1000: false,
             qemu: false,
             name: None,
             files: Vec::new(),
@@ -82,9 +90,26 @@ impl Testbed {
         self
     }
 
+    /// More arguments for the emulated host's kernel command line, e.g.
+    /// `hugepagesz=1G hugepages=1` for a 1 GiB page pool that the kernel
+    /// sets aside before memory fragments.
+    pub fn kernel_args(mut self, args: &str) -> Self {
+        self.kernel_args = args.to_owned();
+        self
+    }
+
     /// Whether the emulated host has the igb NIC (PF 0000:01:00.0).
     pub fn igb(mut self, on: bool) -> Self {
         self.igb = on;
+        self
+    }
+
+    /// Whether the emulated host also has QEMU's e1000 (82540EM, 8086:100e)
+    /// at 0000:00:06.0: a whole function with INTx only, an I/O BAR and an
+    /// option ROM (iPXE's, from Debian's ipxe-qemu), on the same emulated
+    /// hub as the igb PF so that it reaches the PF and nothing else.
+    pub fn e1000(mut self, on: bool) -> Self {
+        self.e1000 = on;
         self
     }
 
@@ -149,7 +174,28 @@ impl Testbed {
         let initrd = dir.join("initrd.img");
         self.write_initrd(&dir, &initrd)
             .map_err(|e| Error::setup(format!("cannot write {}: {e}", initrd.display())))?;
-        self.boot(&dir, &initrd)
+        match self.boot(&dir, &initrd) {
+            Err(Booted::QemuCrashed(crash)) => {
+                // QEMU's multi-threaded TCG has races of its own (e.g.
+                // `iotlb_to_section: Assertion ... failed`, QEMU issue 1921)
+                // that abort the emulated host; nothing vfvm does can cause
+                // them. Such a run says nothing about the scenario: boot
+                // once more, from the same initrd, keeping the crashed log.
+                let crashed_log = dir.join("console.log.qemu-crash");
+                let _ = fs::rename(dir.join("console.log"), &crashed_log);
+                let _ = fs::rename(
+                    dir.join(CPU_RESET_LOG),
+                    dir.join(format!("{CPU_RESET_LOG}.qemu-crash")),
+                );
+                eprintln!(
+                    "testbed: QEMU itself crashed ({crash}); booting the emulated host once more \
+                     (the crashed run's log: {})",
+                    crashed_log.display()
+                );
+                self.boot(&dir, &initrd).map_err(Booted::into_error)
+            }
+            other => other.map_err(Booted::into_error),
+        }
     }
 
     /// The initrd: the host's base image, the QEMU layer if wanted, and
@@ -175,7 +221,7 @@ impl Testbed {
         Ok(())
     }
 
-    fn qemu_args(&self, initrd: &Path) -> Vec<String> {
+    fn qemu_args(&self, dir: &Path, initrd: &Path) -> Vec<String> {
         let mut args = format!(
             "-machine q35 -accel tcg -cpu {CPU} -smp 2 -m {} -device intel-iommu,intremap=on \
              -nodefaults -no-user-config -display none -serial stdio -no-reboot",
@@ -186,20 +232,43 @@ impl Testbed {
             args += " -device pcie-root-port,id=rp0,slot=1 -device igb,bus=rp0,netdev=n0 \
                      -netdev hubport,id=n0,hubid=0";
         }
+        if self.e1000 {
+            args += &format!(
+                " -device e1000,netdev=n1,addr=06.0,romfile={E1000_ROM} \
+                 -netdev hubport,id=n1,hubid=0"
+            );
+        }
         let mut args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        // QEMU's CPU resets go to a file of their own: a triple fault of the
+        // emulated host (which QEMU turns into a silent reset, and with
+        // -no-reboot into an exit) is then named, not guessed at.
+        args.extend([
+            "-d".into(),
+            "cpu_reset".into(),
+            "-D".into(),
+            dir.join(CPU_RESET_LOG).display().to_string(),
+        ]);
         args.extend([
             "-kernel".into(),
             images_dir().join("vmlinuz").display().to_string(),
             "-initrd".into(),
             initrd.display().to_string(),
             "-append".into(),
-            "console=ttyS0 panic=-1 intel_iommu=on quiet".into(),
+            // no_timer_check: on a loaded machine TCG is too slow for the
+            // kernel's IO-APIC timer check, which then panics ("timer
+            // doesn't work through Interrupt-remapped IO-APIC").
+            format!(
+                "console=ttyS0 panic=-1 intel_iommu=on quiet no_timer_check {}",
+                self.kernel_args
+            )
+            .trim_end()
+            .to_owned(),
         ]);
         args
     }
 
-    fn boot(&self, dir: &Path, initrd: &Path) -> Result<Run, Error> {
-        let args = self.qemu_args(initrd);
+    fn boot(&self, dir: &Path, initrd: &Path) -> Result<Run, Booted> {
+        let args = self.qemu_args(dir, initrd);
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
         let script = format!("#!/bin/sh\nexec qemu-system-x86_64 {}\n", quoted.join(" "));
         let log_path = dir.join("console.log");
@@ -268,13 +337,59 @@ impl Testbed {
             (None, _) if panicked => "kernel panic".to_owned(),
             (None, Some("0")) => return Ok(run),
             (None, Some(rc)) => format!("scenario failed with exit status {rc}"),
-            (None, None) => format!(
-                "the emulated host stopped without reporting the scenario's exit status \
-                 (qemu: {status:?})"
-            ),
+            (None, None) => {
+                if let Some(crash) = qemu_crash(&run.console) {
+                    return Err(Booted::QemuCrashed(crash.to_owned()));
+                }
+                let resets = fs::read_to_string(dir.join(CPU_RESET_LOG)).unwrap_or_default();
+                if resets.lines().any(|l| l.trim() == "Triple fault") {
+                    // The emulated host's own kernel triple-faulted under
+                    // QEMU's software-emulated nested SVM: vfvm runs in its
+                    // userspace and cannot cause that.
+                    return Err(Booted::QemuCrashed(format!(
+                        "the emulated host triple-faulted (see {CPU_RESET_LOG})"
+                    )));
+                }
+                format!(
+                    "the emulated host stopped without reporting the scenario's exit status \
+                     (qemu: {status:?})"
+                )
+            }
         };
-        Err(Error::run(failure, &run))
+        Err(Booted::Failed(Error::run(failure, &run)))
     }
+}
+
+/// How a boot that did not succeed ended.
+enum Booted {
+    /// QEMU aborted on an assertion of its own before the scenario
+    /// reported: a QEMU bug, not a result.
+    QemuCrashed(String),
+    Failed(Error),
+}
+
+impl From<Error> for Booted {
+    fn from(e: Error) -> Self {
+        Booted::Failed(e)
+    }
+}
+
+impl Booted {
+    fn into_error(self) -> Error {
+        match self {
+            Booted::QemuCrashed(crash) => Error::setup(format!("QEMU crashed twice: {crash}")),
+            Booted::Failed(e) => e,
+        }
+    }
+}
+
+/// QEMU's own assertion failure on its stderr (forwarded as `qemu: ...`),
+/// if the run has one.
+fn qemu_crash(console: &str) -> Option<&str> {
+    console.lines().find_map(|line| {
+        let msg = line.strip_prefix("qemu: qemu-system-x86_64: ")?;
+        (msg.contains("Assertion") && msg.ends_with("failed.")).then_some(msg)
+    })
 }
 
 /// The console output of a finished run.
@@ -305,6 +420,62 @@ impl Run {
             .collect()
     }
 
+    /// The value of marker `key` parsed as JSON (the shell's `json_marker`
+    /// and `check` write them); `None` if there is no such marker.
+    ///
+    /// # Panics
+    /// If the value is not JSON: the scenario is wrong.
+    pub fn json(&self, key: &str) -> Option<serde_json::Value> {
+        let value = self.marker(key)?;
+        Some(serde_json::from_str(value).unwrap_or_else(|e| {
+            panic!(
+                "marker {key} is not JSON ({e}): {value}; see {}",
+                self.log_path.display()
+            )
+        }))
+    }
+
+    /// How the command that the shell's `check NAME ...` ran ended.
+    ///
+    /// # Panics
+    /// If the case did not run (no marker `host.NAME`) or its marker is not
+    /// what `check` writes.
+    pub fn outcome(&self, name: &str) -> Outcome {
+        let key = format!("host.{name}");
+        let value = self
+            .json(&key)
+            .unwrap_or_else(|| panic!("case {name} did not run; see {}", self.log_path.display()));
+        serde_json::from_value(value)
+            .unwrap_or_else(|e| panic!("marker {key} is not a `check` outcome: {e}"))
+    }
+
+    /// Asserts that `check NAME ...` ran a vfvm that refused to start:
+    /// status 4 (bhyve's "error"), nothing on stdout, and exactly one line
+    /// on stderr, `vfvm: error: ` followed by a message that contains every
+    /// string of `wants`.
+    pub fn assert_error(&self, name: &str, wants: &[&str]) {
+        let out = self.outcome(name);
+        let stderr = out.stderr.join("|");
+        assert_eq!(out.status, 4, "{name}: exit status; stderr: {stderr}");
+        assert_eq!(
+            out.stderr.len(),
+            1,
+            "{name}: stderr must be one line: {stderr}"
+        );
+        assert_eq!(out.stdout_bytes, 0, "{name}: stdout");
+        let line = &out.stderr[0];
+        assert!(
+            line.starts_with("vfvm: error: "),
+            "{name}: not an error line: {line}"
+        );
+        for want in wants {
+            assert!(
+                line.contains(want),
+                "{name}: {line:?} does not name {want:?}"
+            );
+        }
+    }
+
     /// The whole console output (the emulated host's, QEMU's stderr lines
     /// prefixed `qemu: `), without the `\r`s.
     pub fn console(&self) -> &str {
@@ -321,6 +492,17 @@ impl Run {
     pub fn elapsed(&self) -> Duration {
         self.elapsed
     }
+}
+
+/// How a command run by the shell's `check` ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Outcome {
+    /// Its exit status (124: killed by `timeout` after 60 s).
+    pub status: i32,
+    /// Its standard error, line by line.
+    pub stderr: Vec<String>,
+    /// How many bytes it wrote on standard output.
+    pub stdout_bytes: u64,
 }
 
 /// Parses `@@KEY=VALUE` anywhere in a line, so that console noise printed
@@ -443,6 +625,15 @@ fn newc(files: &[(String, Vec<u8>)]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The guest's kernel (the bzImage at `/guest/vmlinuz` in the emulated
+/// host), building the images first if needed: for tests that derive files
+/// from it.
+pub fn guest_kernel() -> Result<PathBuf, Error> {
+    let _lock = lock()?;
+    build_images(false)?;
+    Ok(images_dir().join("vmlinuz"))
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -516,6 +707,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_qemus_own_assertion_counts_as_its_crash() {
+        let crashed = "@@host.booted=3.18\nqemu: qemu-system-x86_64: system/physmem.c:2678: \
+                       iotlb_to_section: Assertion `section_index < d->map.sections_nb' failed.";
+        assert_eq!(
+            qemu_crash(crashed),
+            Some(
+                "system/physmem.c:2678: iotlb_to_section: \
+                 Assertion `section_index < d->map.sections_nb' failed."
+            )
+        );
+        // The guest's or vfvm's own assertions are results, not QEMU crashes.
+        assert_eq!(qemu_crash("vfvm: Assertion `x' failed."), None);
+        assert_eq!(
+            qemu_crash("qemu: qemu-system-x86_64: warning: hub 0 is not connected"),
+            None
+        );
+    }
+
+    #[test]
     fn markers_survive_carriage_returns_and_noise() {
         let run = Run {
             console: "boot\n@@a.b=1 2\n[ 1.0] x@@a.c=3\n@@a.b=4\n@@bad key=5\n@@=6\n".into(),
@@ -529,6 +739,25 @@ mod tests {
             run.markers("a."),
             [("a.b", "1 2"), ("a.c", "3"), ("a.b", "4")]
         );
+    }
+
+    #[test]
+    fn json_markers_and_check_outcomes_parse() {
+        let run = Run {
+            console: concat!(
+                r#"@@host.c={"status":4,"stderr":["vfvm: error: -m 0: \"x\""],"stdout_bytes":0}"#,
+                "\n@@host.j={ \"a\": [1, 2]}\n"
+            )
+            .into(),
+            log_path: PathBuf::new(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(run.json("host.j").unwrap()["a"][1], 2);
+        assert_eq!(run.json("host.none"), None);
+        let c = run.outcome("c");
+        assert_eq!((c.status, c.stdout_bytes), (4, 0));
+        assert_eq!(c.stderr, [r#"vfvm: error: -m 0: "x""#]);
+        run.assert_error("c", &["-m 0"]);
     }
 
     #[test]

@@ -1,111 +1,341 @@
-//! The REST API on `vfvm run --api-sock`, driven by `vfvm ctl` against a
-//! real guest: info, counters, pause (no exits while paused), resume, and
-//! shutdown (vfvm exits 1, the socket is gone).
+//! The REST API on `vfvm run --api-sock`, driven by `vfvm ctl` (and by
+//! `api/examples/api_stress.rs` where busybox has no client) against real
+//! guests in one emulated SR-IOV host: a VM with a VF at 5:0 and a disk at
+//! 4:0 (info, counters read from the PF, pause/resume, load, malformed
+//! requests, the power button), then a guest that ignores the button
+//! (shutdown --timeout), a guest under hostile clients (SIGTERM), and a
+//! reboot.
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use vfvm_tests::Testbed;
 
 const GUEST_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
-/// Reads its disk, then counts its ticks on the console until the VM is
-/// stopped from outside.
+/// The guest: acpid (if asked) powers off on the button; the VF up (if
+/// there is one); its disk read; then a tick every 100 ms on the console.
 const GUEST: &str = r#"
-dd if=/dev/vda of=/dev/null bs=4k count=64 2>/dev/null
+if grep -q acpid=on /proc/cmdline; then
+  marker guest.button "$(on_power_button 'poweroff -f')"
+fi
+if vf_if >/dev/null; then
+  marker guest.vf "$(vf_up 192.0.2.2)"
+fi
+if [ -b /dev/vda ]; then dd if=/dev/vda of=/dev/null bs=4k count=64 2>/dev/null; fi
 i=0
 while :; do
   i=$((i + 1))
   echo "tick $i"
-  sleep 0.2
+  usleep 100000
 done
 "#;
 
-/// One emulated-host boot, one guest.
+const SCENARIO: &str = r#"
+S=/tmp/api.sock
+ctl() { vfvm ctl --api-sock $S "$@"; }
+ticks() { grep -c '^tick' /tmp/com1.log; }
+# start_vm NAME CMDLINE_EXTRA -s...: vfvm in the background, console in /tmp/com1.log
+start_vm() {
+  name=$1 extra=$2; shift 2
+  : >/tmp/com1.log
+  vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge "$@" -s 31,lpc \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "KCMD $extra" \
+    --api-sock $S "$name" 2>/tmp/vfvm.err &
+  pid=$!
+  wait_for 20 "test -S $S" || die "$name: no API socket"
+  wait_for 120 "grep -qs '^tick 5' /tmp/com1.log" || die "$name: the guest does not tick"
+}
+tenths() { awk '{ printf "%d", $1 * 10 }' /proc/uptime; }
+# gone_in KEY: waits for vfvm ($pid; not in a subshell, which cannot wait
+# for it) and marks KEY with the tenths of a second it took and its status.
+gone_in() {
+  t0=$(tenths); st=0; wait $pid || st=$?
+  marker "$1" "$(( $(tenths) - t0 )) $st"
+}
+
+pf_up
+make_vfs 1
+VF=$(vf_bdf 0)
+bind_vfio $VF >/dev/null
+guest_initrd g /guest.sh >/dev/null
+dd if=/dev/zero of=/tmp/d.img bs=1M count=4 2>/dev/null
+ulimit -n 4096
+
+# A path that is not a socket is refused before anything starts, and kept.
+echo keep >/tmp/notsock
+s=0; vfvm run --kernel /guest/vmlinuz --api-sock /tmp/notsock x 2>/tmp/err || s=$?
+marker host.notsock "$s $(cat /tmp/notsock) $(cat /tmp/err)"
+
+# 1. The VF at 5:0 and the disk at 4:0. Created under umask 0: still 0600.
+umask 000
+start_vm vm1 acpid=on -s 4,virtio-blk,/tmp/d.img -s 5,passthru,$VF
+umask 022
+marker host.mode "$(stat -c %a $S)"
+s=0; vfvm run --kernel /guest/vmlinuz --api-sock $S other 2>/tmp/err || s=$?
+marker host.second "$s $(cat /tmp/err)"
+marker host.button "$(sed -n 's/^@@guest.button=//p' /tmp/com1.log | tr -d '\r')"
+wait_for 30 "grep -qs '^@@guest.vf=' /tmp/com1.log" || die "the VF did not come up in the guest"
+marker host.ping "$(ctl ping | head -n 1)"
+ctl info >/tmp/info.txt
+marker host.info_vf "$(grep '^0000:00:05.0' /tmp/info.txt)"
+marker host.info_disk "$(grep '^0000:00:04.0' /tmp/info.txt)"
+marker host.vf_bdf $VF
+json_marker host.info_json ctl info --json
+
+json_marker host.counters_before ctl counters --json
+marker host.host_ping "$(ping -c 20 -W 2 192.0.2.2 | sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p')"
+ctl counters >/tmp/counters.txt
+marker host.counters_vf "$(grep '^vf@5:0' /tmp/counters.txt | head -n 1)"
+json_marker host.counters_json ctl counters --json
+
+s=0; ctl resume 2>/tmp/err || s=$?
+marker host.resume_running "$s $(cat /tmp/err)"
+ctl pause
+json_marker host.info_paused ctl info --json
+a=$(ticks); sleep 1; b=$(ticks)
+marker host.paused_ticks "$a $b"
+ctl resume
+sleep 1
+marker host.resumed_ticks "$b $(ticks)"
+
+t1=$(ticks)
+/api_stress $S load
+marker host.load_ticks "$t1 $(ticks)"
+
+ctl power-button
+gone_in host.vm1
+marker host.sock_left "$(ls $S 2>/dev/null | wc -l)"
+s=0; ctl info 2>/tmp/err || s=$?
+marker host.after "$s $(wc -l </tmp/err) $(cat /tmp/err)"
+
+# 2. A guest without acpid: the button does nothing; shutdown --timeout 2 stops it.
+start_vm vm2 ""
+ctl power-button
+sleep 2
+marker host.ignored "$(kill -0 $pid 2>/dev/null && echo running)"
+ctl shutdown --timeout 2
+gone_in host.vm2
+
+# 3. Hostile clients, then SIGTERM during all of it.
+start_vm vm3 ""
+/api_stress $S hostile >/tmp/stress.out &
+spid=$!
+wait_for 120 "grep -q '^@@host.stress.ready' /tmp/stress.out" || die "api_stress did not get ready"
+cat /tmp/stress.out
+t1=$(ticks); sleep 1
+marker host.hostile_ticks "$t1 $(ticks)"
+kill -TERM $pid
+gone_in host.vm3
+marker host.sock_left3 "$(ls $S 2>/dev/null | wc -l)"
+kill $spid
+
+# 4. Reboot: bhyve's status 0.
+start_vm vm4 ""
+ctl reboot
+gone_in host.vm4
+"#;
+
+/// Builds `api/examples/api_stress.rs` as a static binary for the emulated
+/// host.
+fn api_stress() -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = "x86_64-unknown-linux-musl";
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args(["build", "-q", "--release", "--target", target])
+        .args(["-p", "api", "--example", "api_stress"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cannot build api_stress");
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    std::fs::read(dir.join(target).join("release/examples/api_stress")).expect("api_stress built")
+}
+
+fn numbers(s: &str) -> Vec<u64> {
+    s.split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
 #[test]
-fn ctl_info_counters_pause_resume_shutdown() {
+fn ctl_and_api_with_a_vf_and_a_disk() {
     let run = Testbed::new()
-        .igb(false)
         .file("guest.sh", GUEST)
-        .scenario(&format!(
-            r#"
-            io_out() {{ vfvm ctl --api-sock /tmp/api.sock counters | sed -n 's/.*"io_out": \([0-9]*\).*/\1/p'; }}
-            state() {{ vfvm ctl --api-sock /tmp/api.sock info | sed -n 's/^  "state": "\([a-z]*\)".*/\1/p'; }}
-            guest_initrd g /guest.sh >/dev/null
-            dd if=/dev/zero of=/tmp/d.img bs=1M count=4 2>/dev/null
-            vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge -s 4,virtio-blk,/tmp/d.img -s 31,lpc \
-              --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "{GUEST_CMDLINE}" \
-              --api-sock /tmp/api.sock apivm &
-            pid=$!
-            wait_for 20 "test -S /tmp/api.sock" || die "no API socket"
-            # A second vfvm on the same socket is refused before it starts.
-            s=0; vfvm run --kernel /guest/vmlinuz --api-sock /tmp/api.sock other 2>/tmp/err || s=$?
-            marker host.second "$s $(cat /tmp/err)"
-            wait_for 120 "grep -qs 'tick 3' /tmp/com1.log" || die "guest did not start ticking"
-
-            vfvm ctl --api-sock /tmp/api.sock info >/tmp/info.json
-            marker host.name "$(sed -n 's/^  "name": "\(.*\)",$/\1/p' /tmp/info.json)"
-            marker host.state0 "$(state)"
-            marker host.io_out0 "$(io_out)"
-            marker host.disk_reads "$(vfvm ctl --api-sock /tmp/api.sock counters | tr -d ' \n' | sed -n 's/.*"blk@4:0":{{[^}}]*"read_bytes":\([0-9]*\).*/\1/p')"
-            s=0; vfvm ctl --api-sock /tmp/api.sock resume 2>/tmp/err || s=$?
-            marker host.resume_running "$s $(cat /tmp/err)"
-
-            vfvm ctl --api-sock /tmp/api.sock pause
-            marker host.state1 "$(state)"
-            a=$(io_out); sleep 1; b=$(io_out)
-            marker host.paused_io_out "$a $b"
-            t1=$(grep -c tick /tmp/com1.log)
-            vfvm ctl --api-sock /tmp/api.sock resume
-            marker host.state2 "$(state)"
-            sleep 2
-            marker host.resumed_io_out "$(io_out)"
-            marker host.ticks "$t1 $(grep -c tick /tmp/com1.log)"
-
-            vfvm ctl --api-sock /tmp/api.sock shutdown
-            status=0; wait $pid || status=$?
-            marker host.status $status
-            marker host.sock_left "$(ls /tmp/api.sock 2>/dev/null | wc -l)"
-            s=0; vfvm ctl --api-sock /tmp/api.sock info 2>/tmp/err || s=$?
-            marker host.after "$s $(wc -l </tmp/err)"
-            "#
-        ))
-        .timeout(Duration::from_secs(300))
+        .file("api_stress", api_stress())
+        .scenario(&SCENARIO.replace("KCMD", GUEST_CMDLINE))
+        .timeout(Duration::from_secs(600))
         .run()
         .unwrap();
     let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+
+    let notsock = m("host.notsock");
+    assert!(
+        notsock.starts_with("4 keep ") && notsock.contains("not a socket"),
+        "{notsock}"
+    );
+    assert_eq!(m("host.mode"), "600", "socket mode under umask 0");
     let second = m("host.second");
     assert!(
         second.starts_with("4 ") && second.contains("socket in use"),
         "{second}"
     );
-    assert_eq!(m("host.name"), "apivm");
-    assert_eq!(m("host.state0"), "running");
-    let io0: u64 = m("host.io_out0").parse().unwrap();
-    let disk_reads: u64 = m("host.disk_reads").parse().unwrap();
-    assert!(disk_reads >= 64 * 4096, "blk@4:0 read_bytes {disk_reads}");
-    assert!(io0 > 0, "io_out {io0}");
+    assert!(m("host.ping").starts_with("vfvm "), "{}", m("host.ping"));
+
+    // info: the VF at 00:05.0 with its host address and MAC, the disk at 00:04.0.
+    let vf = m("host.vf_bdf");
+    let row: Vec<&str> = m("host.info_vf").split_whitespace().collect();
+    assert_eq!(&row[..3], ["0000:00:05.0", "passthru", vf], "{row:?}");
+    assert!(row[3].len() == 17 && row[3].contains(':'), "MAC {}", row[3]);
+    let row: Vec<&str> = m("host.info_disk").split_whitespace().collect();
+    assert_eq!(&row[..3], ["0000:00:04.0", "virtio-blk", "/tmp/d.img"]);
+    let info: api::VmInfo = serde_json::from_str(m("host.info_json")).expect("--json parses");
+    assert_eq!(
+        (info.name.as_str(), info.state),
+        ("vm1", api::VmState::Running)
+    );
+    assert_eq!(info.memory.size, 256 << 20);
+    assert_eq!(info.cpus.count, 2);
+    // No -U: the UUID the guest sees, derived from the name (issue 16).
+    assert_eq!(
+        info.config["platform"]["uuid"],
+        "fe8e35a6-4f41-5beb-8feb-2b18131e3438"
+    );
+    let dev = info.devices.iter().find(|d| d.id == "5:0").unwrap();
+    let p = dev.passthru.as_ref().unwrap();
+    assert_eq!(p.host_bdf, vf);
+    assert_eq!(p.vf, Some(0), "{p:?}");
+    assert!(p.mac.as_deref() == Some(row_mac(&run)), "{p:?}");
+    assert!(p.pf.is_some() && p.error.is_none(), "{p:?}");
+    assert_eq!(
+        info.config["cpus"]["boot_vcpus"], 2,
+        "Cloud Hypervisor's field names"
+    );
+    assert!(info.memory.dma_map_secs > 0.0);
+    // Every phase of the start, as the start line has them (issue 13).
+    let t = &info.start;
+    assert!(t.reserve_secs > 0.0 && t.load_kernel_secs > 0.0, "{t:?}");
+    assert_eq!(t.dma_map_secs, info.memory.dma_map_secs, "{t:?}");
+    // The kernel loads while guest RAM is reserved; DMA mapping follows.
+    assert!(
+        t.first_vcpu_entry_secs >= t.reserve_secs.max(t.load_kernel_secs) + t.dma_map_secs,
+        "{t:?}"
+    );
+    assert!(t.reserve.contains("pinned by VFIO"), "{t:?}");
+    assert!(t.kernel.contains("bzImage"), "{t:?}");
+
+    // The guest answered 20 pings. A PF driver that counts per VF shows 20
+    // more packets sent by the VF; igb (the emulated host's 82576) reports
+    // IFLA_VF_STATS as zeros, and vfvm says so rather than show them.
+    assert_eq!(m("host.host_ping"), "0");
+    let counters =
+        |key| -> api::VmCounters { serde_json::from_value(run.json(key).unwrap()).unwrap() };
+    let (c0, c) = (
+        counters("host.counters_before"),
+        counters("host.counters_json"),
+    );
+    let tx = |c: &api::VmCounters| c.get("vf@5:0", "tx_packets");
+    if p.pf_driver.as_deref() == Some("igb") {
+        assert!(!p.vf_stats, "{p:?}");
+        assert_eq!(
+            (tx(&c0), tx(&c)),
+            (None, None),
+            "igb's zeros shown as counts"
+        );
+    } else {
+        assert!(p.vf_stats, "{p:?}");
+        let (t0, t1) = (tx(&c0).unwrap(), tx(&c).unwrap());
+        assert!(t1 >= t0 + 20, "VF tx_packets {t0} -> {t1}");
+        assert!(m("host.counters_vf").starts_with("vf@5:0 "));
+    }
+    assert!(c.get("blk@4:0", "read_bytes").unwrap() >= 64 * 4096);
+    assert!(
+        c.get("blk@4:0", "msix_fired").unwrap() > 0,
+        "virtio-blk MSI-X"
+    );
+    assert!(c.get("vmm", "io_out").unwrap() > 0);
+
+    // Resume while running is a state error (Cloud Hypervisor's 405).
     let resume = m("host.resume_running");
     assert!(
-        resume.starts_with("1 ") && resume.contains("not paused") && resume.contains("409"),
+        resume.starts_with("1 ") && resume.contains("not paused (405)"),
         "{resume}"
     );
-    assert_eq!(m("host.state1"), "paused");
-    let paused: Vec<u64> = m("host.paused_io_out")
-        .split(' ')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert_eq!(paused[0], paused[1], "exits while paused");
-    assert!(paused[0] >= io0);
-    assert_eq!(m("host.state2"), "running");
-    let resumed: u64 = m("host.resumed_io_out").parse().unwrap();
-    assert!(resumed > paused[1], "no exits after resume: {resumed}");
-    let ticks: Vec<u64> = m("host.ticks")
-        .split(' ')
-        .map(|v| v.parse().unwrap())
-        .collect();
-    assert!(ticks[1] > ticks[0], "guest did not tick after resume");
-    // vm.shutdown is a power-off: bhyve's status 1.
-    assert_eq!(m("host.status"), "1");
+    let paused_info: api::VmInfo =
+        serde_json::from_value(run.json("host.info_paused").unwrap()).unwrap();
+    assert_eq!(paused_info.state, api::VmState::Paused);
+    let paused = numbers(m("host.paused_ticks"));
+    assert_eq!(paused[0], paused[1], "ticks while paused");
+    let resumed = numbers(m("host.resumed_ticks"));
+    assert!(resumed[1] > resumed[0], "no ticks after resume");
+
+    // 1,000 sequential and 16x10 concurrent vm.info, malformed requests:
+    // all answered; the guest ticks on.
+    assert_eq!(m("host.stress.ping"), "100/100");
+    assert_eq!(m("host.stress.sequential"), "1000/1000");
+    assert_eq!(m("host.stress.concurrent"), "160/160");
+    for status in m("host.stress.malformed").split(',') {
+        let s: u16 = status.parse().unwrap();
+        assert!(s == 0 || (400..500).contains(&s), "malformed -> {s}");
+    }
+    assert_eq!(m("host.stress.after"), "200");
+    let load = numbers(m("host.load_ticks"));
+    assert!(load[1] > load[0], "the guest stalled under API load");
+
+    // The power button: the guest's acpid powers off, vfvm exits 1.
+    assert_eq!(m("host.button"), "Power Button");
+    assert_eq!(numbers(m("host.vm1"))[1], 1);
     assert_eq!(m("host.sock_left"), "0");
-    assert_eq!(m("host.after"), "1 1");
+    let after = m("host.after");
+    assert!(
+        after.starts_with("1 1 ") && after.contains("is `vfvm run --api-sock"),
+        "{after}"
+    );
+
+    // A guest that ignores the button: stopped after about 2 s, status 1.
+    assert_eq!(m("host.ignored"), "running");
+    let vm2 = numbers(m("host.vm2"));
+    assert_eq!(vm2[1], 1);
+    assert!(
+        (15..=100).contains(&vm2[0]),
+        "forced stop after {} tenths",
+        vm2[0]
+    );
+
+    // Hostile clients: the good one is served, the rest bounded.
+    // Every one of its requests is answered (how many fit in 8 s depends
+    // on how loaded the machine is).
+    let good = numbers(m("host.stress.good"));
+    assert!(
+        good[0] >= 3 && good[1] == 0,
+        "good client: {good:?} answered/failed"
+    );
+    let header: u16 = m("host.stress.header").parse().unwrap();
+    assert!(header == 0 || header == 431, "1 MiB header -> {header}");
+    let slow = m("host.stress.slow");
+    assert!(slow.starts_with("408@") || slow.starts_with("0@"), "{slow}");
+    assert!(numbers(&slow.replace(['@', 's'], " "))[1] <= 10, "{slow}");
+    let hostile = numbers(m("host.hostile_ticks"));
+    assert!(
+        hostile[1] > hostile[0],
+        "the guest stalled under hostile clients"
+    );
+    // SIGTERM during all of it: out within 5 s, socket gone.
+    let vm3 = numbers(m("host.vm3"));
+    assert!(vm3[0] <= 50, "SIGTERM took {} tenths", vm3[0]);
+    assert_eq!(m("host.sock_left3"), "0");
+
+    // vm.reboot: status 0.
+    assert_eq!(numbers(m("host.vm4"))[1], 0);
+}
+
+/// The MAC in the info table's VF row.
+fn row_mac(run: &vfvm_tests::Run) -> &str {
+    run.marker("host.info_vf")
+        .and_then(|r| r.split_whitespace().nth(3))
+        .unwrap_or("")
 }

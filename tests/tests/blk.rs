@@ -225,14 +225,8 @@ fn bad_disks_are_one_line_errors() {
             guest_initrd never /never.sh >/dev/null
             try() {{
               name=$1; shift
-              st=0
-              vfvm run -c 1 -m 128M -l com1,stdio "$@" --kernel /guest/vmlinuz \
-                --initrd /tmp/never.img --cmdline "{GUEST_CMDLINE}" $name \
-                >/tmp/$name.out 2>/tmp/$name.err || st=$?
-              marker host.$name.status $st
-              marker host.$name.lines "$(wc -l </tmp/$name.err)"
-              marker host.$name.err "$(head -n1 /tmp/$name.err)"
-              marker host.$name.out "$(wc -c </tmp/$name.out)"
+              check $name vfvm run -c 1 -m 128M -l com1,stdio "$@" --kernel /guest/vmlinuz \
+                --initrd /tmp/never.img --cmdline "{GUEST_CMDLINE}" $name
             }}
             try missing -s 4,virtio-blk,/tmp/missing.img
             mkdir /tmp/adir
@@ -271,26 +265,7 @@ fn bad_disks_are_one_line_errors() {
         ("inuse", "/tmp/shared.img", "in use by another VM"),
         ("inusero", "/tmp/shared.img", "in use by another VM"),
     ] {
-        assert_eq!(
-            run.marker(&format!("host.{name}.status")),
-            Some("4"),
-            "{name}: exit status"
-        );
-        assert_eq!(
-            run.marker(&format!("host.{name}.lines")),
-            Some("1"),
-            "{name}: stderr lines"
-        );
-        assert_eq!(
-            run.marker(&format!("host.{name}.out")),
-            Some("0"),
-            "{name}: console output"
-        );
-        let err = marker(&run, &format!("host.{name}.err"));
-        assert!(
-            err.starts_with("vfvm: error:") && err.contains(path) && err.contains(what),
-            "{name}: {err}"
-        );
+        run.assert_error(name, &[path, what]);
     }
 }
 

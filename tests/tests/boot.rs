@@ -3,17 +3,25 @@
 
 use std::time::Duration;
 
-use vfvm_tests::Testbed;
+use vfvm_tests::{guest_kernel, Testbed};
 
 const GUEST_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
 /// One emulated-host boot: a 2-vCPU 512 MiB guest powers off (status 1),
 /// the same guest reboots (status 0), and while one runs, vfvm's VmLck
-/// covers all of guest memory.
+/// covers all of guest memory. The first boots the bzImage, which vfvm
+/// decompresses itself and enters directly (issue 13); the second the ELF
+/// vmlinux inside it, as a file.
 #[test]
 fn guest_boots_with_cpus_memory_and_exit_statuses() {
+    let bzimage = std::fs::read(guest_kernel().unwrap()).unwrap();
+    let (format, vmlinux) = arch::boot::bzimage_vmlinux("vmlinuz".as_ref(), &bzimage)
+        .unwrap()
+        .expect("the guest kernel's payload is one vfvm decompresses");
+    assert_eq!(format, "zstd", "Debian's 6.12 kernel");
     let run = Testbed::new()
         .igb(false)
+        .file("vmlinux", vmlinux)
         .file(
             "guest.sh",
             r#"
@@ -29,17 +37,20 @@ fn guest_boots_with_cpus_memory_and_exit_statuses() {
             r#"
             guest_initrd g /guest.sh >/dev/null
             vfvm run -c 2 -m 512M -l com1,stdio -s 0,hostbridge -s 31,lpc \
-              --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "{GUEST_CMDLINE}" g &
+              --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "{GUEST_CMDLINE}" g \
+              2>/tmp/g.err &
             pid=$!
-            sleep 3
+            wait_for 60 "grep -q 'started in' /tmp/g.err" || true
             marker host.vmlck_kib "$(awk '/VmLck/ {{print $2}}' /proc/$pid/status)"
             status=0; wait $pid || status=$?
             marker host.poweroff_status $status
+            marker host.bz_start "$(grep 'started in' /tmp/g.err)"
             guest_initrd r /reboot.sh >/dev/null
             status=0
-            vfvm run -c 1 -m 128M -l com1,stdio --kernel /guest/vmlinuz --initrd /tmp/r.img \
-              --cmdline "{GUEST_CMDLINE}" r || status=$?
+            vfvm run -c 1 -m 128M -l com1,stdio --kernel /vmlinux --initrd /tmp/r.img \
+              --cmdline "{GUEST_CMDLINE}" r 2>/tmp/r.err || status=$?
             marker host.reboot_status $status
+            marker host.elf_start "$(grep 'started in' /tmp/r.err)"
             "#
         ))
         .timeout(Duration::from_secs(300))
@@ -61,4 +72,20 @@ fn guest_boots_with_cpus_memory_and_exit_statuses() {
     assert!(vmlck >= 512 * 1024, "VmLck {vmlck} KiB");
     assert_eq!(run.marker("host.poweroff_status"), Some("1"));
     assert_eq!(run.marker("host.reboot_status"), Some("0"));
+    // Each start logs one line of phase times; it says how the kernel went.
+    let bz = run.marker("host.bz_start").unwrap();
+    for want in [
+        "reserve ",
+        "DMA map ",
+        "load kernel ",
+        "zstd payload decompressed by vfvm",
+        "first vCPU entry ",
+    ] {
+        assert!(bz.contains(want), "{bz:?} does not say {want:?}");
+    }
+    let elf = run.marker("host.elf_start").unwrap();
+    assert!(
+        elf.contains("load kernel ") && elf.contains("(vmlinux), first vCPU entry "),
+        "{elf}"
+    );
 }

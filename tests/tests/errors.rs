@@ -10,59 +10,11 @@
 
 use std::time::Duration;
 
-use vfvm_tests::{Run, Testbed};
-
-/// `check NAME CMD...`: runs CMD (with a 60 s limit, so a hang fails the
-/// case instead of the run) and reports its status, the number of lines on
-/// stderr, stderr itself ('|' for newlines) and the bytes on stdout.
-const CHECK: &str = r#"
-check() {
-    name=$1; shift
-    status=0
-    timeout 60 "$@" </dev/null >/tmp/$name.out 2>/tmp/$name.err || status=$?
-    marker "host.$name.status" "$status"
-    marker "host.$name.lines" "$(wc -l </tmp/$name.err)"
-    marker "host.$name.stderr" "$(tr '\n' '|' </tmp/$name.err)"
-    marker "host.$name.stdout" "$(wc -c </tmp/$name.out)"
-}
-"#;
-
-/// Asserts that case `name` exited with 4, printed nothing on stdout and
-/// exactly one line on stderr, `vfvm: error: ` followed by a message that
-/// contains every string of `wants`.
-fn assert_error(run: &Run, name: &str, wants: &[&str]) {
-    let key = |what: &str| format!("host.{name}.{what}");
-    let stderr = run
-        .marker(&key("stderr"))
-        .unwrap_or_else(|| panic!("case {name} did not run; see {}", run.log_path().display()));
-    assert_eq!(
-        run.marker(&key("status")),
-        Some("4"),
-        "{name}: exit status; stderr: {stderr}"
-    );
-    assert_eq!(
-        run.marker(&key("lines")),
-        Some("1"),
-        "{name}: stderr must be one line: {stderr}"
-    );
-    assert_eq!(run.marker(&key("stdout")), Some("0"), "{name}: stdout");
-    let line = stderr.strip_suffix('|').unwrap_or(stderr);
-    assert!(
-        line.starts_with("vfvm: error: "),
-        "{name}: not an error line: {line}"
-    );
-    for want in wants {
-        assert!(
-            line.contains(want),
-            "{name}: {line:?} does not name {want:?}"
-        );
-    }
-}
+use vfvm_tests::Testbed;
 
 #[test]
 fn bad_input_exits_4_with_one_line() {
-    let scenario = format!(
-        r#"{CHECK}
+    let scenario = r#"
         K=/guest/vmlinuz
         : >/tmp/empty
         mkdir -p /tmp/kdir
@@ -99,59 +51,45 @@ fn bad_input_exits_4_with_one_line() {
         check kernel_unreadable su -s /bin/sh vfvmuser -c "vfvm run --kernel /tmp/k600 g"
         check memlock su -s /bin/sh vfvmuser -c "ulimit -l 64; exec vfvm run -m 128M --kernel $K g"
         marker host.user_memlock $(su -s /bin/sh vfvmuser -c 'ulimit -l 64; id -u; ulimit -l')
-        "#
-    );
+        "#;
     let run = Testbed::new()
         .igb(false)
-        .scenario(&scenario)
+        .scenario(scenario)
         .timeout(Duration::from_secs(300))
         .run()
         .unwrap();
-    assert_error(
-        &run,
+    run.assert_error(
         "kernel_missing",
         &["--kernel /tmp/nonexistent", "not found"],
     );
-    assert_error(
-        &run,
-        "kernel_dir",
-        &["--kernel /tmp/kdir", "not a regular file"],
-    );
-    assert_error(&run, "kernel_empty", &["--kernel /tmp/empty", "empty file"]);
-    assert_error(
-        &run,
+    run.assert_error("kernel_dir", &["--kernel /tmp/kdir", "not a regular file"]);
+    run.assert_error("kernel_empty", &["--kernel /tmp/empty", "empty file"]);
+    run.assert_error(
         "kernel_junk",
         &["--kernel /lib/testbed.sh", "not a Linux kernel"],
     );
-    assert_error(
-        &run,
+    run.assert_error(
         "kernel_unreadable",
         &["--kernel /tmp/k600", "permission denied"],
     );
-    assert_error(&run, "no_kernel", &["--kernel", "not provided"]);
-    assert_error(&run, "unknown_flag", &["--bogus"]);
-    assert_error(&run, "mem_zero", &["-m 0", "greater than 0"]);
-    assert_error(&run, "mem_junk", &["-m 12Q"]);
-    assert_error(&run, "cpus_zero", &["-c 0", "at least 1"]);
-    assert_error(&run, "cpus_kvm", &["-c 8192", "KVM", "at most"]);
-    assert_error(&run, "slot_junk", &["-s foo,hostbridge", "not a number"]);
-    assert_error(&run, "slot_range", &["-s 32,lpc", "out of range"]);
-    assert_error(&run, "slot_no_emulation", &["-s 5", "missing emulation"]);
-    assert_error(
-        &run,
+    run.assert_error("no_kernel", &["--kernel", "not provided"]);
+    run.assert_error("unknown_flag", &["--bogus"]);
+    run.assert_error("mem_zero", &["-m 0", "greater than 0"]);
+    run.assert_error("mem_junk", &["-m 12Q"]);
+    run.assert_error("cpus_zero", &["-c 0", "at least 1"]);
+    run.assert_error("cpus_kvm", &["-c 8192", "KVM", "at most"]);
+    run.assert_error("slot_junk", &["-s foo,hostbridge", "not a number"]);
+    run.assert_error("slot_range", &["-s 32,lpc", "out of range"]);
+    run.assert_error("slot_no_emulation", &["-s 5", "missing emulation"]);
+    run.assert_error(
         "slot_twice",
         &["-s 0,lpc", "already used", "-s 0,hostbridge"],
     );
-    assert_error(
-        &run,
-        "emulation",
-        &["-s 3,e1000", "unknown emulation 'e1000'"],
-    );
-    assert_error(&run, "mem_huge", &["64 GiB", "guest memory", "-m"]);
+    run.assert_error("emulation", &["-s 3,e1000", "unknown emulation 'e1000'"]);
+    run.assert_error("mem_huge", &["64 GiB", "guest memory", "-m"]);
     // The user really was unprivileged with a 64 KiB limit.
     assert_eq!(run.marker("host.user_memlock"), Some("1000 64"));
-    assert_error(
-        &run,
+    run.assert_error(
         "memlock",
         &["RLIMIT_MEMLOCK", "64 KiB", "128 MiB", "ulimit -l"],
     );
