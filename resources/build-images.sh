@@ -2,12 +2,15 @@
 # Builds the emulated SR-IOV host's images into resources/out/:
 #   vmlinuz             kernel of the emulated host (and of its guests)
 #   host-base.cpio.gz   the host's initramfs: busybox, modules, iproute2's ip,
-#                       /usr/bin/vfvm, /lib/testbed.sh, and the guest's
+#                       dmsetup (to stall a disk), util-linux's setpriv, /usr/bin/vfvm,
+#                       /lib/testbed.sh, and the guest's
 #                       kernel and initramfs under /guest/
 #   guest-base.cpio.gz  the guest's initramfs: busybox, igbvf, virtio_blk,
 #                       /lib/guest.sh
 #   qemu-layer.cpio.gz  (--with-qemu) qemu-system-x86_64, its libraries and
 #                       firmware, appended to the host's initramfs on demand
+#   fio-layer.cpio.gz   (--with-fio) fio and its libraries, for the disk
+#                       benchmark's guest (appended to its initramfs)
 # Idempotent: an image is rebuilt only when its inputs changed.
 # VFVM_BIN=path uses that (static) vfvm instead of building it.
 set -euo pipefail
@@ -15,11 +18,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 . "$here/testbed.env"
 out=$here/out
-with_qemu=0
+with_qemu=0 with_fio=0
 for a in "$@"; do
   case $a in
     --with-qemu) with_qemu=1 ;;
-    *) echo "usage: $0 [--with-qemu]" >&2; exit 2 ;;
+    --with-fio) with_fio=1 ;;
+    *) echo "usage: $0 [--with-qemu] [--with-fio]" >&2; exit 2 ;;
   esac
 done
 
@@ -88,8 +92,8 @@ add_elf() {
   done
 }
 
-guest_mods=(igbvf virtio_blk)
-host_mods=(kvm-amd vfio-pci vfio_iommu_type1 igb -- igbvf)
+guest_mods=(igbvf virtio_blk -- button evdev e1000)
+host_mods=(kvm-amd vfio-pci vfio_iommu_type1 igb -- igbvf loop dm-mod)
 
 inputs=("$here/testbed.env" "$here/build-images.sh" "$here/initramfs/guest-init" "$here/initramfs/guest.sh")
 if ! up_to_date guest-base.cpio.gz "${inputs[@]}"; then
@@ -103,13 +107,15 @@ if ! up_to_date guest-base.cpio.gz "${inputs[@]}"; then
 fi
 
 inputs=("$here/testbed.env" "$here/build-images.sh" "$here/initramfs/host-init" "$here/initramfs/testbed.sh"
-  "$VFVM_BIN" "$out/guest-base.cpio.gz" /sbin/ip)
+  "$VFVM_BIN" "$out/guest-base.cpio.gz" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv)
 if ! up_to_date host-base.cpio.gz "${inputs[@]}"; then
   t=$(mktemp -d) && trap 'rm -rf "$t"' EXIT
   add_busybox "$t"
-  rm "$t/sbin/ip" "$t/bin/ip" 2>/dev/null || true
+  rm "$t/sbin/ip" "$t/bin/ip" "$t/usr/bin/setpriv" "$t/bin/setpriv" 2>/dev/null || true
   add_modules "$t" "${host_mods[@]}"
-  add_elf "$t" /sbin/ip
+  # util-linux's setpriv can drop a capability from the bounding set
+  # (busybox's cannot): tests run vfvm without CAP_IPC_LOCK with it.
+  add_elf "$t" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv
   install -m 755 "$here/initramfs/host-init" "$t/init"
   install -m 644 "$here/initramfs/testbed.sh" "$t/lib/testbed.sh"
   install -D -m 755 "$VFVM_BIN" "$t/usr/bin/vfvm"
@@ -131,4 +137,12 @@ if [ $with_qemu = 1 ] && ! up_to_date qemu-layer.cpio.gz "$here/build-images.sh"
   for f in "${firmware[@]}"; do install -D -m 644 "$f" "$t$f"; done
   pack "$t" "$out/qemu-layer.cpio.gz" && rm -rf "$t" && stamp qemu-layer.cpio.gz
   echo "build-images: built $out/qemu-layer.cpio.gz"
+fi
+
+fio=/usr/bin/fio
+if [ $with_fio = 1 ] && ! up_to_date fio-layer.cpio.gz "$here/build-images.sh" "$fio"; then
+  t=$(mktemp -d) && trap 'rm -rf "$t"' EXIT
+  add_elf "$t" "$fio"
+  pack "$t" "$out/fio-layer.cpio.gz" && rm -rf "$t" && stamp fio-layer.cpio.gz
+  echo "build-images: built $out/fio-layer.cpio.gz"
 fi

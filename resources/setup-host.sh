@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs everything the emulated SR-IOV testbed needs, from Debian's
 # packages only: QEMU 10 (bookworm-backports, for the igb NIC), the 6.12
-# kernel, busybox, cpio, kmod, iproute2, and the musl target for a static
-# vfvm. Idempotent: a second run only checks.
+# kernel, busybox, cpio, kmod, iproute2, dmsetup, fio (for the disk
+# benchmark's guest), and the musl target for a static vfvm; for the package
+# tests, debootstrap, Python's prometheus_client and cargo-deb (from
+# crates.io), and cargo-fuzz with a nightly toolchain for the fuzz smoke run.
+# Idempotent: a second run only checks.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/testbed.env"
@@ -20,7 +23,9 @@ need=()
 qemu_ok() { command -v qemu-system-x86_64 >/dev/null &&
   qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'; }
 qemu_ok || need+=(qemu-system-x86)
-for p in busybox-static cpio kmod iproute2 xz-utils musl-tools; do
+# ipxe-qemu: the e1000's option ROM (Testbed::e1000); debootstrap and
+# python3-prometheus-client: the package and metrics tests.
+for p in busybox-static cpio kmod iproute2 xz-utils musl-tools dmsetup fio ipxe-qemu debootstrap python3-prometheus-client; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -47,5 +52,19 @@ fi
 if command -v rustup >/dev/null; then
   rustup target list --installed | grep -q x86_64-unknown-linux-musl ||
     rustup target add x86_64-unknown-linux-musl
+fi
+# cargo-deb builds the .deb (resources/package.sh); about a minute to compile.
+if ! command -v cargo-deb >/dev/null; then
+  echo "setup: installing cargo-deb"
+  cargo install -q --locked cargo-deb@3.8.0
+fi
+# cargo-fuzz and a nightly toolchain run the fuzz targets (resources/fuzz.sh).
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q '^nightly'; then
+  echo "setup: installing the nightly toolchain (for cargo-fuzz)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null; then
+  echo "setup: installing cargo-fuzz"
+  cargo install -q --locked cargo-fuzz@0.13.2
 fi
 echo "setup: ok"

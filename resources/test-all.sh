@@ -26,5 +26,8 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step images bash "$here/build-images.sh" --with-qemu
 step test cargo_test
+# Every fuzz target for a short smoke run on its seeds (resources/fuzz.sh;
+# the long runs and their figures are in resources/FUZZ.md).
+step fuzz env FUZZ_NO_RECORD=1 bash "$here/fuzz.sh" "${FUZZ_SMOKE_SECONDS:-10}"
 echo "=== summaries"
 grep -E '^\s+(Running|Doc-tests) |^test result:' "$log"

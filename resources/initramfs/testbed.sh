@@ -14,6 +14,94 @@ marker() { k=$1; shift; echo "@@$k=$*"; }
 # die MSG: report the error as a marker and fail the scenario.
 die() { marker host.error "$*"; exit 1; }
 
+# json_marker KEY CMD...: CMD's output, JSON, as one marker line (newlines
+# are only whitespace in JSON); the harness parses it (Run::json).
+json_marker() { k=$1; shift; marker "$k" "$("$@" | tr -d '\n')"; }
+
+# json_lines FILE: FILE's lines as a JSON array of strings (tabs become
+# spaces, other control characters go).
+json_lines() {
+  tr '\t' ' ' <"$1" | tr -d '\000-\010\013-\037' |
+    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' |
+    awk 'BEGIN { printf "[" } { printf "%s\"%s\"", (NR > 1 ? "," : ""), $0 } END { printf "]" }'
+}
+
+# check NAME CMD...: runs CMD (60 s at most, so a hang fails the case, not
+# the run) with no input, and reports marker host.NAME as JSON:
+# {"status": N, "stderr": [LINE...], "stdout_bytes": N} (Run::outcome).
+check() {
+  name=$1; shift
+  st=0
+  timeout 60 "$@" </dev/null >"/tmp/$name.out" 2>"/tmp/$name.err" || st=$?
+  marker "host.$name" "{\"status\":$st,\"stderr\":$(json_lines "/tmp/$name.err"),\"stdout_bytes\":$(wc -c <"/tmp/$name.out")}"
+}
+
+GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
+
+# vm TAG EXTRA-CMDLINE VFVM-ARGS...: boots /guest/vmlinuz with /tmp/g.img
+# (make it with guest_initrd g SCRIPT) as VM "vmTAG", 2 vCPUs, 512 MiB, a
+# host bridge and VFVM-ARGS (150 s at most). The kernel command line gets
+# "run=TAG EXTRA-CMDLINE", so several runs can be told apart. The console
+# goes to /tmp/vm-TAG.log, of which the markers and vfvm's lines are
+# printed; vfvm's exit status is marker host.TAG.status.
+vm() {
+  tag=$1 extra=$2; shift 2
+  st=0
+  # Through a file: once, with the console going straight to the emulated
+  # host's console, a run stalled without any output.
+  timeout 150 vfvm run -c 2 -m 512M -l com1,stdio -s 0,hostbridge "$@" \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img \
+    --cmdline "console=ttyS0 quiet panic=-1 run=$tag $extra" "${VMNAME:-vm$tag}" \
+    </dev/null >"/tmp/vm-$tag.log" 2>&1 || st=$?
+  grep -e @@ -e vfvm: -e igbvf -e BUG -e WARN "/tmp/vm-$tag.log" || true
+  marker "host.$tag.status" "$st"
+}
+
+# vm_start TAG EXTRA-CMDLINE VFVM-ARGS...: `vm` in the background (pid in
+# /tmp/vm-TAG.pid), VM_CPUS vCPUs (2) and VM_MEM (512M), its console input a
+# FIFO that stays open until vm_wait: `release TAG` writes the guest a line,
+# which a guest in `hold` waits for.
+vm_start() {
+  tag=$1 extra=$2; shift 2
+  rm -f "/tmp/vm-$tag.in" && mkfifo "/tmp/vm-$tag.in"
+  timeout 150 vfvm run -c "${VM_CPUS:-2}" -m "${VM_MEM:-512M}" -l com1,stdio -s 0,hostbridge "$@" \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img \
+    --cmdline "console=ttyS0 quiet panic=-1 run=$tag $extra" "${VMNAME:-vm$tag}" \
+    <"/tmp/vm-$tag.in" >"/tmp/vm-$tag.log" 2>&1 &
+  echo $! >"/tmp/vm-$tag.pid"
+  # The FIFO's writer until vm_wait: without one vfvm would read EOF.
+  sleep 600 >"/tmp/vm-$tag.in" &
+  echo $! >"/tmp/vm-$tag.writer"
+}
+
+# vm_up TAG: waits (150 s at most) for the guest's marker TAG.up; else
+# marker host.TAG.timeout.
+vm_up() { wait_for 150 "grep -q '@@$1.up=' /tmp/vm-$1.log" || marker "host.$1.timeout" yes; }
+
+# release TAG: a line on VM TAG's console (a guest in `hold` goes on);
+# 10 s at most, as a FIFO without a reader (vfvm gone) would block.
+release() { timeout 10 sh -c 'echo >"$0"' "/tmp/vm-$1.in" || true; }
+
+# vm_wait TAG: waits for VM TAG of vm_start to end; as `vm`, its markers
+# and vfvm's lines printed, its status as marker host.TAG.status.
+vm_wait() {
+  st=0; wait "$(cat "/tmp/vm-$1.pid")" || st=$?
+  kill "$(cat "/tmp/vm-$1.writer")" 2>/dev/null || true
+  grep -e @@ -e vfvm: -e igbvf -e BUG -e WARN "/tmp/vm-$1.log" || true
+  marker "host.$1.status" "$st"
+}
+
+# vm_err NAME VFVM-ARGS...: a vfvm run with /tmp/g.img that must fail
+# before the guest starts: check NAME with 1 vCPU, 128 MiB, a host bridge.
+vm_err() {
+  name=$1; shift
+  check "$name" vfvm run -c 1 -m 128M -l com1,stdio -s 0,hostbridge "$@" \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "$GUEST_CMDLINE" e
+}
+
+# driver_of BDF: the driver bound to a PCI device.
+driver_of() { basename "$(readlink "/sys/bus/pci/devices/$1/driver")"; }
+
 # pf_if: the PF's network interface name.
 pf_if() { ls "/sys/bus/pci/devices/$PF/net"; }
 
