@@ -45,11 +45,11 @@ impl Response {
         (200..300).contains(&self.status)
     }
 
-    /// The `error` field of an error body, if the body is one.
+    /// The message of an error body, if the body is one.
     pub fn error(&self) -> Option<String> {
         serde_json::from_str::<ErrorBody>(&self.body)
             .ok()
-            .map(|b| b.error)
+            .map(|b| b.line())
     }
 }
 
@@ -184,8 +184,11 @@ mod tests {
         let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}trailing").unwrap();
         assert_eq!((r.status, r.body.as_str()), (200, "{}"));
         assert!(r.is_success());
-        let r = parse("HTTP/1.1 404 Not Found\r\n\r\n{\"error\":\"no\"}").unwrap();
+        let r = parse("HTTP/1.1 404 Not Found\r\n\r\n[\"no\"]").unwrap();
         assert_eq!(r.error().as_deref(), Some("no"));
+        // Cloud Hypervisor's chain of messages, as one line.
+        let r = parse("HTTP/1.1 500 \r\n\r\n[\"Error from API\",\"no VM\"]").unwrap();
+        assert_eq!(r.error().as_deref(), Some("Error from API: no VM"));
         assert!(!r.is_success());
         let r = parse("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
         assert_eq!((r.status, r.body.as_str()), (204, ""));

@@ -11,7 +11,8 @@
 //!
 //! Responses are what Cloud Hypervisor's `api_client` can read: a status
 //! line without a reason phrase (`HTTP/1.1 204 `), `Content-Length: `
-//! spelt so, and ASCII-only JSON bodies.
+//! spelt so, ASCII-only JSON bodies, and errors as a JSON array of
+//! messages ([`ErrorBody`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -591,10 +592,7 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
 }
 
 fn error(status: u16, msg: &str) -> Response<Full<Bytes>> {
-    let body = to_ascii_json(&ErrorBody {
-        error: msg.to_string(),
-    })
-    .unwrap_or_else(|_| String::from("{\"error\":\"?\"}"));
+    let body = to_ascii_json(&ErrorBody::new(msg)).unwrap_or_else(|_| String::from("[\"?\"]"));
     respond(status, Some(body))
 }
 

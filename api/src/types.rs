@@ -528,11 +528,24 @@ impl ApiError {
     }
 }
 
-/// The body of every error response.
+/// The body of every error response, as Cloud Hypervisor sends it and its
+/// client (`ch-remote`) reads it: a JSON array of messages, from the top
+/// error to its root cause. vfvm's errors are one line each, so one
+/// message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorBody {
-    /// What went wrong, in one line.
-    pub error: String,
+#[serde(transparent)]
+pub struct ErrorBody(pub Vec<String>);
+
+impl ErrorBody {
+    /// The body of one error message.
+    pub fn new(message: &str) -> Self {
+        ErrorBody(vec![message.to_string()])
+    }
+
+    /// The messages as one line, causes after ": ".
+    pub fn line(&self) -> String {
+        self.0.join(": ")
+    }
 }
 
 /// `value` as JSON with every non-ASCII character escaped (`\uXXXX`):
@@ -655,13 +668,12 @@ mod tests {
 
     #[test]
     fn json_is_ascii() {
-        let s = to_ascii_json(&ErrorBody {
-            error: "disque \u{e9}\u{1f600}".into(),
-        })
-        .unwrap();
-        assert_eq!(s, r#"{"error":"disque \u00e9\ud83d\ude00"}"#);
+        let s = to_ascii_json(&ErrorBody::new("disque \u{e9}\u{1f600}")).unwrap();
+        assert_eq!(s, r#"["disque \u00e9\ud83d\ude00"]"#);
         let back: ErrorBody = serde_json::from_str(&s).unwrap();
-        assert_eq!(back.error, "disque \u{e9}\u{1f600}");
+        assert_eq!(back.line(), "disque \u{e9}\u{1f600}");
+        let chain: ErrorBody = serde_json::from_str(r#"["add-device", "no such file"]"#).unwrap();
+        assert_eq!(chain.line(), "add-device: no such file");
     }
 
     #[test]

@@ -247,6 +247,16 @@ fn routes_and_errors_as_cloud_hypervisors_client_reads_them() {
     assert!(t.elapsed() < Duration::from_secs(2));
     let r = raw(path, b"DELETE /api/v1/vm.info HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(r.contains("\r\nAllow: GET\r\n"), "{r}");
+    // An error's body is what ch-remote prints: Cloud Hypervisor's JSON
+    // array of messages, top error first (an object, it calls broken).
+    let r = raw(
+        path,
+        b"PUT /api/v1/vm.resume HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 405 \r\n"), "{r}");
+    let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+    let messages: Vec<String> = serde_json::from_str(body).expect("an array of strings");
+    assert_eq!(messages, ["the VM is not paused"]);
 
     // Cloud Hypervisor's clients may send bodies with fields of theirs.
     let r = client::call(path, "PUT", "/api/v1/vm.pause", r#"{"ch_field": 1}"#).unwrap();
