@@ -503,6 +503,10 @@ pub enum ApiError {
     /// device id, a host device missing or held by another VM): 404.
     #[error("{0}")]
     NotFound(String),
+    /// What the request names is in the VM already (an id, a host
+    /// device): 409, as Cloud Hypervisor's document has it.
+    #[error("{0}")]
+    Conflict(String),
     /// The request does not fit the VM's state (resume while running):
     /// 405, as Cloud Hypervisor's document has it.
     #[error("{0}")]
@@ -521,6 +525,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => 400,
             ApiError::NotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
             ApiError::InvalidState(_) => 405,
             ApiError::Internal(_) => 500,
             ApiError::Unavailable(_) => 503,

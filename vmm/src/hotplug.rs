@@ -31,7 +31,7 @@ use log::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api_server::VmView;
-use crate::config::{DeviceConfig, PciSlotConfig, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, PciSlotConfig, VmConfig};
 use crate::slot_devices::{self, PassthruHost, SlotDevices};
 use crate::vm::DeviceContext;
 
@@ -80,6 +80,26 @@ fn choose_slot(
         Some(s) if !free(s) => Err(format!("slot {s} is not hot-pluggable")),
         Some(s) => Ok(s),
     }
+}
+
+/// `cfg` with the hot-added slot `s`, checked as a boot-time
+/// configuration is. An id or a host device the VM has already is Cloud
+/// Hypervisor's conflict (409); anything else invalid is a bad request.
+fn with_slot(cfg: &VmConfig, s: &PciSlotConfig) -> Result<VmConfig, ApiError> {
+    if let Some(id) = &s.id {
+        if cfg.slots.iter().any(|o| o.id() == *id) {
+            return Err(ApiError::Conflict(format!(
+                "id {id} is in use: choose another"
+            )));
+        }
+    }
+    let mut candidate = cfg.clone();
+    candidate.slots.push(s.clone());
+    candidate.validate().map_err(|e| match e {
+        ConfigError::DuplicatePassthru { .. } => ApiError::Conflict(e.to_string()),
+        e => ApiError::BadRequest(e.to_string()),
+    })?;
+    Ok(candidate)
 }
 
 /// Refuses an id that is empty or names another slot: `SLOT:FUNCTION` is
@@ -204,18 +224,9 @@ impl Hotplug {
         }
         if let Some(id) = &id {
             check_id(id, s.slot, s.function).map_err(ApiError::BadRequest)?;
-            if self.config.slots.iter().any(|o| o.id() == *id) {
-                return Err(ApiError::BadRequest(format!(
-                    "id {id} is in use: choose another"
-                )));
-            }
         }
         s.id = id;
-        let mut candidate = self.config.clone();
-        candidate.slots.push(s.clone());
-        candidate
-            .validate()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let candidate = with_slot(&self.config, &s)?;
         // The host side, as for a boot-time slot: checks, then changes.
         let (prepared, guard) = slot_devices::prepare_slot(&s, &candidate)
             .map_err(|e| ApiError::NotFound(e.to_string()))?;
@@ -421,6 +432,45 @@ mod tests {
         assert_eq!(occupied_slots(&cfg), 1 | 1 << 4 | 1 << 31);
         cfg.slots.clear();
         assert_eq!(hotpluggable_slots(&cfg).count_ones(), 31);
+    }
+
+    #[test]
+    fn an_id_or_host_device_the_vm_has_is_a_conflict() {
+        let cfg = crate::cli::run_config(
+            &[
+                "-s",
+                "0,hostbridge",
+                "-s",
+                "5,passthru,0000:01:10.0",
+                "--kernel",
+                "/k",
+                "g",
+            ]
+            .map(String::from),
+        )
+        .unwrap();
+        let slot = |text: &str, id: &str| {
+            let mut s: PciSlotConfig = text.parse().unwrap();
+            s.id = Some(id.into());
+            s
+        };
+        // What ch-remote add-device path=...,id=ID asks, and its answers.
+        let e = with_slot(&cfg, &slot("6,passthru,0000:01:10.0", "x")).unwrap_err();
+        assert_eq!(e.status(), 409, "{e}");
+        assert!(
+            e.to_string()
+                .contains("0000:01:10.0 is already passed through"),
+            "{e}"
+        );
+        let e = with_slot(&cfg, &slot("6,passthru,0000:01:10.2", "5:0")).unwrap_err();
+        assert_eq!(
+            (e.status(), e.to_string().as_str()),
+            (409, "id 5:0 is in use: choose another")
+        );
+        let e = with_slot(&cfg, &slot("6,hostbridge", "y")).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        let ok = with_slot(&cfg, &slot("6,passthru,0000:01:10.2", "x")).unwrap();
+        assert_eq!(ok.slots.last().map(PciSlotConfig::id).as_deref(), Some("x"));
     }
 
     #[test]
