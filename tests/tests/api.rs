@@ -4,7 +4,9 @@
 //! 4:0 (info, counters read from the PF, pause/resume, load, malformed
 //! requests, the power button), then a guest that ignores the button
 //! (shutdown --timeout), a guest under hostile clients (SIGTERM), and a
-//! reboot.
+//! reboot. `cloud_hypervisors_ch_remote` (ignored unless VFVM_CH_REMOTE
+//! names a ch-remote built from Cloud Hypervisor's source) drives the same
+//! API with Cloud Hypervisor's own client, hotplug included.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -338,4 +340,322 @@ fn row_mac(run: &vfvm_tests::Run) -> &str {
     run.marker("host.info_vf")
         .and_then(|r| r.split_whitespace().nth(3))
         .unwrap_or("")
+}
+
+/// The guest of the Cloud Hypervisor client's test: acpid powers off on the
+/// button; slots 1 to 7 are watched. A device that appears is reported
+/// (`guest.up.SLOT.N`, N counting its appearances); a VF is brought up at
+/// 192.0.2.(10 + SLOT) and pings the PF (`guest.vf.SLOT.N`: MAC and loss);
+/// a disk has its first 15 bytes read (`guest.disk.SLOT.N`); a device that
+/// goes is reported (`guest.gone.SLOT.N`).
+const CH_GUEST: &str = r#"
+marker guest.button "$(on_power_button 'poweroff -f')"
+echo 1 >/proc/sys/net/ipv4/conf/all/arp_ignore
+echo 2 >/proc/sys/net/ipv4/conf/all/arp_announce
+dev() { echo "/sys/bus/pci/devices/0000:00:0$1.0"; }
+wait_path() { k=100; while [ ! -e "$1" ] && [ $k -gt 0 ]; do k=$((k - 1)); sleep 0.1; done; }
+present=""
+echo "watching"
+while :; do
+  for s in 1 2 3 4 5 6 7; do
+    d=$(dev $s)
+    eval "n=\${n$s:-0}"
+    case " $present " in
+    *" $s "*)
+      if [ ! -e "$d" ]; then
+        present=$(echo " $present " | sed "s/ $s / /")
+        marker guest.gone.$s.$n yes
+      fi ;;
+    *)
+      if [ -e "$d" ]; then
+        n=$((n + 1)); eval "n$s=$n"
+        present="$present $s"
+        wait_path "$d/driver"
+        drv=$(basename "$(readlink "$d/driver")")
+        marker guest.up.$s.$n "$(cat "$d/vendor"):$(cat "$d/device") $drv"
+        case $drv in
+        igbvf)
+          wait_path "$d/net"
+          ifc=$(ls "$d/net")
+          ip link set "$ifc" up
+          ip addr add 192.0.2.$((10 + s))/24 dev "$ifc"
+          k=100
+          while [ "$(cat "/sys/class/net/$ifc/carrier" 2>/dev/null)" != 1 ] && [ $k -gt 0 ]; do
+            k=$((k - 1)); sleep 0.1
+          done
+          loss=$(ping -I "$ifc" -c 3 -W 2 192.0.2.1 | sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p')
+          marker guest.vf.$s.$n "$(cat "/sys/class/net/$ifc/address") $loss" ;;
+        virtio-pci)
+          k=100
+          until b=$(ls "$d"/virtio*/block 2>/dev/null) || [ $k = 0 ]; do k=$((k - 1)); sleep 0.1; done
+          k=100 v=""
+          until v=$(head -c 15 "/dev/$b" 2>/dev/null) && [ ${#v} = 15 ] || [ $k = 0 ]; do
+            k=$((k - 1)); sleep 0.1
+          done
+          marker guest.disk.$s.$n "$v" ;;
+        esac
+      fi ;;
+    esac
+  done
+  usleep 100000
+done
+"#;
+
+/// Cloud Hypervisor's own client against vfvm's API: every command the two
+/// share, each one's status and output as a marker (`ch.NAME`).
+const CH_SCENARIO: &str = r#"
+S=/tmp/ch.sock
+# ch KEY ARGS...: ch-remote's exit status and what it printed, on one line.
+ch() {
+  k=$1; shift; s=0
+  timeout 60 /ch-remote --api-socket $S "$@" >/tmp/out 2>&1 </dev/null || s=$?
+  marker "$k" "$s $(tr -d '\r' </tmp/out | tr '\n' ' ')"
+}
+# got KEY [SECS]: waits for the guest's marker KEY and marks it for the harness.
+got() {
+  wait_for "${2:-90}" "grep -qs '^@@$1=' /tmp/com1.log" || die "the guest did not report $1"
+  marker "$1" "$(sed -n "s/^@@$1=//p" /tmp/com1.log | tr -d '\r' | head -n 1)"
+}
+start_vm() {
+  name=$1
+  : >/tmp/com1.log
+  vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge -s 31,lpc \
+    --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "KCMD" \
+    --api-sock $S "$name" 2>/tmp/$name.err &
+  pid=$!
+  wait_for 20 "test -S $S" || die "$name: no API socket"
+  wait_for 120 "grep -qs '^watching' /tmp/com1.log" || die "$name: the guest does not watch its slots"
+  got guest.button
+}
+# gone KEY: waits for vfvm ($pid) and marks its exit status.
+gone() { st=0; wait $pid || st=$?; marker "$1" "$st"; }
+trap 'for f in ch1.err ch2.err ch3.err ch4.err com1.log; do sed "s/^/$f: /" /tmp/$f 2>/dev/null; done' EXIT
+
+pf_up
+make_vfs 2
+VF0=$(vf_bdf 0) VF1=$(vf_bdf 1)
+for v in $VF0 $VF1; do bind_vfio $v >/dev/null; done
+marker host.vfs "$VF0 $VF1"
+guest_initrd g /guest.sh >/dev/null
+dd if=/dev/zero of=/tmp/d.img bs=1M count=4 2>/dev/null
+printf 'vfvm-chremote-ok' | dd of=/tmp/d.img conv=notrunc 2>/dev/null
+
+# 1. Every read, pause and resume, hotplug, then the power button.
+start_vm ch1
+ch ch.ping ping
+ch ch.info info
+ch ch.counters counters
+ch ch.pause pause
+ch ch.info_paused info
+ch ch.pause_again pause
+ch ch.resume resume
+ch ch.resume_again resume
+# A VF at the lowest free slot (1), named x.
+ch ch.add_x add-device path=/sys/bus/pci/devices/$VF0/,id=x
+got guest.up.1.1
+got guest.vf.1.1
+# The same VF again, the same id again, what vfvm lacks.
+ch ch.add_same_path add-device path=/sys/bus/pci/devices/$VF0/,id=y
+ch ch.add_same_id add-device path=/sys/bus/pci/devices/$VF1/,id=x
+ch ch.add_segment1 add-device path=/sys/bus/pci/devices/$VF1/,pci_segment=1
+ch ch.add_iommu add-device path=/sys/bus/pci/devices/$VF1/,iommu=on
+ch ch.add_no_path add-device id=nopath
+# Every field Cloud Hypervisor has that vfvm can honour.
+ch ch.add_vf6 add-device path=/sys/bus/pci/devices/$VF1/,id=vf6,iommu=off,pci_segment=0,pci_device_id=6,x_nv_gpudirect_clique=0
+got guest.up.6.1
+got guest.vf.6.1
+ch ch.info_vfs info
+ch ch.remove_x remove-device x
+got guest.gone.1.1 30
+ch ch.remove_none remove-device nope
+ch ch.add_disk add-disk path=/tmp/d.img,id=d1,pci_device_id=7,pci_segment=0,num_queues=1,queue_size=128
+got guest.up.7.1
+got guest.disk.7.1
+ch ch.add_disk_ro add-disk path=/tmp/d.img,readonly=on,id=d1
+ch ch.remove_d1 remove-device d1
+got guest.gone.7.1 30
+ch ch.remove_vf6 remove-device vf6
+got guest.gone.6.1 30
+ch ch.info_after info
+ch ch.power_button power-button
+gone host.ch1
+marker host.released "$(driver_of $VF0) $(driver_of $VF1)"
+
+# 2. vm.shutdown: the guest powers off on the button.
+start_vm ch2
+ch ch.shutdown shutdown
+gone host.ch2
+
+# 3. vm.reboot: bhyve's status 0.
+start_vm ch3
+ch ch.reboot reboot
+gone host.ch3
+
+# 4. vmm.shutdown, then nothing answers.
+start_vm ch4
+ch ch.shutdown_vmm shutdown-vmm
+gone host.ch4
+ch ch.after ping
+"#;
+
+/// ch-remote's status and output in marker `key`.
+fn ch_result<'a>(run: &'a vfvm_tests::Run, key: &str) -> (i32, &'a str) {
+    let v = run.marker(key).unwrap_or_else(|| panic!("no marker {key}"));
+    let (status, out) = v.split_once(' ').unwrap_or((v, ""));
+    (status.parse().unwrap_or(-1), out.trim())
+}
+
+/// ch-remote's JSON answer in marker `key`, which must have succeeded.
+fn ch_json(run: &vfvm_tests::Run, key: &str) -> serde_json::Value {
+    let (status, out) = ch_result(run, key);
+    assert_eq!(status, 0, "{key}: {out}");
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{key}: {e}: {out}"))
+}
+
+/// ch-remote succeeded and printed nothing (a 204).
+fn ch_done(run: &vfvm_tests::Run, key: &str) {
+    assert_eq!(ch_result(run, key), (0, ""), "{key}");
+}
+
+/// ch-remote failed with its name for the status (`api_client`'s
+/// `StatusCode`: "Unknown" for the codes it has no name for, 405 and 409
+/// among them) and printed vfvm's message, containing `wants`.
+fn ch_refused(run: &vfvm_tests::Run, key: &str, status: &str, wants: &str) {
+    let (code, out) = ch_result(run, key);
+    assert_eq!(code, 1, "{key}: {out}");
+    assert!(
+        out.contains(&format!("Server responded with {status} ")) && out.contains(wants),
+        "{key}: want {status} and {wants:?}: {out}"
+    );
+}
+
+#[test]
+#[ignore = "needs ch-remote built from Cloud Hypervisor's source: VFVM_CH_REMOTE=/path/ch-remote cargo test -p vfvm-tests --test api -- --ignored"]
+fn cloud_hypervisors_ch_remote() {
+    let Some(ch_remote) = std::env::var_os("VFVM_CH_REMOTE") else {
+        panic!("set VFVM_CH_REMOTE to a static ch-remote built from a checkout of Cloud Hypervisor (resources/README.md says how)");
+    };
+    let ch_remote = std::fs::read(&ch_remote)
+        .unwrap_or_else(|e| panic!("VFVM_CH_REMOTE={}: {e}", Path::new(&ch_remote).display()));
+    let run = Testbed::new()
+        .file("guest.sh", CH_GUEST)
+        .file("ch-remote", ch_remote)
+        .scenario(&CH_SCENARIO.replace("KCMD", &format!("{GUEST_CMDLINE} acpid=on")))
+        .timeout(Duration::from_secs(900))
+        .run()
+        .unwrap();
+    let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+    let vfs: Vec<&str> = m("host.vfs").split_whitespace().collect();
+
+    // Reads: Cloud Hypervisor's field names.
+    let ping = ch_json(&run, "ch.ping");
+    assert!(
+        ping["version"].is_string() && ping["pid"].is_i64(),
+        "{ping}"
+    );
+    let info = ch_json(&run, "ch.info");
+    assert_eq!(info["state"], "Running", "{info}");
+    assert_eq!(info["memory_actual_size"], 256u64 << 20, "{info}");
+    assert_eq!(info["config"]["cpus"]["boot_vcpus"], 2, "{info}");
+    let counters = ch_json(&run, "ch.counters");
+    assert!(counters.is_object(), "{counters}");
+
+    // Pause and resume, and each one's state error (405, which
+    // api_client calls Unknown).
+    ch_done(&run, "ch.pause");
+    assert_eq!(ch_json(&run, "ch.info_paused")["state"], "Paused");
+    ch_refused(&run, "ch.pause_again", "Unknown", "already paused");
+    ch_done(&run, "ch.resume");
+    ch_refused(&run, "ch.resume_again", "Unknown", "not paused");
+
+    // A VF hot-added with Cloud Hypervisor's DeviceConfig: the answer is
+    // its PciDeviceInfo, and the guest sees it and pings the PF.
+    let x = ch_json(&run, "ch.add_x");
+    assert_eq!(
+        (x["id"].as_str(), x["bdf"].as_str()),
+        (Some("x"), Some("0000:00:01.0"))
+    );
+    assert!(
+        m("guest.up.1.1").ends_with(" igbvf"),
+        "{}",
+        m("guest.up.1.1")
+    );
+    assert!(
+        m("guest.vf.1.1").ends_with(" 0"),
+        "slot 1's VF: {}",
+        m("guest.vf.1.1")
+    );
+    // A path or id already in the VM: Cloud Hypervisor's 409.
+    ch_refused(&run, "ch.add_same_path", "Unknown", vfs[0]);
+    ch_refused(&run, "ch.add_same_id", "Unknown", "id x is in use");
+    // What vfvm lacks, in one sentence: 400.
+    ch_refused(&run, "ch.add_segment1", "BadRequest", "PCI segment 0 only");
+    ch_refused(&run, "ch.add_iommu", "BadRequest", "no virtual IOMMU");
+    ch_refused(&run, "ch.add_no_path", "BadRequest", "path is missing");
+    let vf6 = ch_json(&run, "ch.add_vf6");
+    assert_eq!(
+        (vf6["id"].as_str(), vf6["bdf"].as_str()),
+        (Some("vf6"), Some("0000:00:06.0"))
+    );
+    assert!(
+        m("guest.vf.6.1").ends_with(" 0"),
+        "slot 6's VF: {}",
+        m("guest.vf.6.1")
+    );
+    let ids = |info: &serde_json::Value| -> Vec<String> {
+        info["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["id"].as_str().map(String::from))
+            .collect()
+    };
+    let with_vfs = ids(&ch_json(&run, "ch.info_vfs"));
+    assert!(
+        with_vfs.contains(&"x".into()) && with_vfs.contains(&"vf6".into()),
+        "{with_vfs:?}"
+    );
+
+    // Removal: the guest ejects, the device goes; an unknown id is 404.
+    ch_done(&run, "ch.remove_x");
+    assert_eq!(m("guest.gone.1.1"), "yes");
+    ch_refused(
+        &run,
+        "ch.remove_none",
+        "NotFound",
+        "no device has id \"nope\"",
+    );
+
+    // A disk with Cloud Hypervisor's DiskConfig: the guest reads it.
+    let d1 = ch_json(&run, "ch.add_disk");
+    assert_eq!(
+        (d1["id"].as_str(), d1["bdf"].as_str()),
+        (Some("d1"), Some("0000:00:07.0"))
+    );
+    assert_eq!(m("guest.disk.7.1"), "vfvm-chremote-o");
+    ch_refused(&run, "ch.add_disk_ro", "Unknown", "id d1 is in use");
+    ch_done(&run, "ch.remove_d1");
+    ch_done(&run, "ch.remove_vf6");
+    assert_eq!((m("guest.gone.7.1"), m("guest.gone.6.1")), ("yes", "yes"));
+    let after = ids(&ch_json(&run, "ch.info_after"));
+    assert!(
+        !after
+            .iter()
+            .any(|id| ["x", "vf6", "d1"].contains(&id.as_str())),
+        "{after:?}"
+    );
+
+    // The power button: the guest powers off, vfvm exits 1 and gives
+    // both VFs back to vfio-pci.
+    ch_done(&run, "ch.power_button");
+    assert_eq!(m("host.ch1"), "1");
+    assert_eq!(m("host.released"), "vfio-pci vfio-pci");
+    // vm.shutdown (status 1), vm.reboot (0), vmm.shutdown (1).
+    ch_done(&run, "ch.shutdown");
+    assert_eq!(m("host.ch2"), "1");
+    ch_done(&run, "ch.reboot");
+    assert_eq!(m("host.ch3"), "0");
+    ch_done(&run, "ch.shutdown_vmm");
+    assert_eq!(m("host.ch4"), "1");
+    assert_eq!(ch_result(&run, "ch.after").0, 1, "{}", m("ch.after"));
 }
