@@ -706,8 +706,12 @@ fn test_name() -> String {
 }
 
 /// Serializes emulated hosts, across processes too: two cores, one host.
+/// Takes the machine-wide testbed lock: one emulated host at a time on this
+/// machine, whichever checkout or process boots it. Each uses both of the
+/// machines' two cores; two at once only slow each other down and starve
+/// their emulated CPUs (which then report RCU stalls).
 fn lock() -> Result<File, Error> {
-    let path = target_dir().join("testbed.lock");
+    let path = std::env::temp_dir().join("vfvm-testbed.lock");
     let file = File::create(&path)
         .map_err(|e| Error::setup(format!("cannot create {}: {e}", path.display())))?;
     file.lock()
