@@ -269,7 +269,7 @@ fn vf_and_disk_hotplug() {
     let range40 = m("host.range40");
     assert!(
         range40.starts_with("1 vfvm: error: -s 40:0,passthru,")
-            && range40.contains("slot 40 is out of range"),
+            && range40.contains(": slot is out of range (use 0..31)"),
         "{range40}"
     );
     let ups: Vec<&str> = m("host.ups_after_errors").split_whitespace().collect();

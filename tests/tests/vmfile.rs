@@ -163,7 +163,7 @@ fn a_vm_file_boots_the_same_vm_as_its_command_line_and_round_trips() {
     );
     assert_eq!(
         run.marker("host.value"),
-        Some("4 1 vfvm: error: /tmp/value.toml:7: device[0].vlan: -s 5,passthru,host=1/16/0,vlan=5000: vlan=5000: use a number 0..4095 (0 = untagged)")
+        Some("4 1 vfvm: error: /tmp/value.toml:7: device[0]: vlan must be a number 0..4095 (0 = untagged)")
     );
     assert_eq!(
         run.marker("host.type"),

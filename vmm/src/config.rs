@@ -51,39 +51,15 @@ pub enum ConfigError {
     /// Bad `--hugepages` size.
     #[error("--hugepages={0}: not a huge page size (use --hugepages=2M or --hugepages=1G)")]
     HugePages(String),
-    /// Bad `-s` value.
+    /// A `-s` value that is refused on its own: its text and the reason,
+    /// which names the part at fault once and the fix.
     #[error("-s {value}: {reason}")]
     Slot { value: String, reason: String },
-    /// Two `-s` at one slot:function.
-    #[error(
-        "-s {second}: slot {slot}:{function} is already used by -s {first} (pick a free slot)"
-    )]
-    SlotInUse {
-        slot: u8,
-        function: u8,
-        first: String,
-        second: String,
-    },
-    /// A second hostbridge or lpc.
-    #[error("-s {second}: only one {emulation} is allowed (already -s {first})")]
-    DuplicateDevice {
-        emulation: &'static str,
-        first: String,
-        second: String,
-    },
-    /// The same host device passed through twice.
-    #[error("-s {second}: host device {host} is already passed through by -s {first} (each host device can be used once)")]
-    DuplicatePassthru {
-        host: PciAddress,
-        first: String,
-        second: String,
-    },
-    /// A function above 0 in a slot without function 0.
-    #[error("-s {value}: slot {slot} has function {function} but no function 0 (PCI needs function 0: add -s {slot}:0,...)")]
-    NoFunctionZero {
-        slot: u8,
-        function: u8,
+    /// A `-s` value that cannot be beside another.
+    #[error("-s {value}: {conflict}")]
+    SlotConflict {
         value: String,
+        conflict: SlotConflict,
     },
     /// Bad `-l` value, or a second com1.
     #[error("-l {value}: {reason}")]
@@ -119,6 +95,31 @@ pub enum ConfigError {
     /// A MAC address that does not parse (inside `-s` it comes wrapped in [`ConfigError::Slot`]).
     #[error("MAC address {value:?}: {reason}")]
     MacAddr { value: String, reason: String },
+}
+
+/// Why a `-s` value cannot be beside the others (the `-s` it names is the
+/// one given first).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotConflict {
+    /// Two at one slot:function.
+    #[error("slot {slot}:{function} is already used by -s {first} (pick a free slot)")]
+    InUse {
+        slot: u8,
+        function: u8,
+        first: String,
+    },
+    /// A second hostbridge or lpc.
+    #[error("only one {emulation} is allowed (already -s {first})")]
+    SecondOne {
+        emulation: &'static str,
+        first: String,
+    },
+    /// The same host device passed through twice.
+    #[error("host device {host} is already passed through by -s {first} (each host device can be used once)")]
+    HostTwice { host: PciAddress, first: String },
+    /// A function above 0 in a slot without function 0.
+    #[error("slot {slot} has function {function} but no function 0 (PCI needs function 0: add -s {slot}:0,...)")]
+    NoFunctionZero { slot: u8, function: u8 },
 }
 
 /// Everything needed to build and boot one VM.

@@ -31,7 +31,7 @@ use log::{info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::api_server::VmView;
-use crate::config::{ConfigError, DeviceConfig, PciSlotConfig, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, PciSlotConfig, SlotConflict, VmConfig};
 use crate::slot_devices::{self, PassthruHost, SlotDevices};
 use crate::vm::DeviceContext;
 
@@ -96,7 +96,10 @@ fn with_slot(cfg: &VmConfig, s: &PciSlotConfig) -> Result<VmConfig, ApiError> {
     let mut candidate = cfg.clone();
     candidate.slots.push(s.clone());
     candidate.validate().map_err(|e| match e {
-        ConfigError::DuplicatePassthru { .. } => ApiError::Conflict(e.to_string()),
+        ConfigError::SlotConflict {
+            conflict: SlotConflict::HostTwice { .. },
+            ..
+        } => ApiError::Conflict(e.to_string()),
         e => ApiError::BadRequest(e.to_string()),
     })?;
     Ok(candidate)

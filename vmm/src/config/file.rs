@@ -284,7 +284,7 @@ fn device(
             _ => write!(text, ",{key}={value}").unwrap_or_default(),
         }
         let span = keys[n].1.span();
-        prefixes.push((text.clone(), place(format!("{name}.{key}"), span)));
+        prefixes.push((text.clone(), place(name.clone(), span)));
     }
     Ok(SlotSetting {
         text: Setting {
@@ -567,21 +567,21 @@ managed = true
             ("memory = [1]\n", "vm.toml:3: memory: expected a string or a number, not array"),
             ("cpus = 2\ncpus = 3\n", "vm.toml:4: duplicate key"),
             ("\n[[device]]\nslot = 5\nemulation = \"passthru\"\nhost = \"1/16/0\"\nvlan = 5000\n",
-             "vm.toml:8: device[0].vlan: -s 5,passthru,host=1/16/0,vlan=5000: vlan=5000: use a number 0..4095 (0 = untagged)"),
+             "vm.toml:8: device[0]: vlan must be a number 0..4095 (0 = untagged)"),
             ("\n[[device]]\nslot = 5\nemulation = \"passthru\"\nhost = \"1/16/0\"\nvlna = 5\n",
-             "vm.toml:8: device[0].vlna: -s 5,passthru,host=1/16/0,vlna=5: unknown passthru option 'vlna' (known: mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE)"),
+             "vm.toml:8: device[0]: unknown passthru option 'vlna' (known: mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE)"),
             ("\n[[device]]\nslot = 40\nemulation = \"lpc\"\n",
-             "vm.toml:5: device[0].slot: -s 40,lpc: slot 40 is out of range (use 0..31)"),
+             "vm.toml:5: device[0]: slot is out of range (use 0..31)"),
             ("\n[[device]]\nslot = 4\nemulation = \"virtio-net\"\n",
-             "vm.toml:6: device[0].emulation: -s 4,virtio-net: unknown emulation 'virtio-net' (known: hostbridge, lpc, virtio-blk, passthru)"),
+             "vm.toml:6: device[0]: unknown emulation (known: hostbridge, lpc, virtio-blk, passthru)"),
             ("\n[[device]]\nslot = 4\nemulation = \"virtio-blk\"\n",
              "vm.toml:4: device[0]: missing path (e.g. path = \"...\")"),
             ("\n[[device]]\nemulation = \"lpc\"\n", "vm.toml:4: device[0]: missing slot (e.g. slot = \"5:0\")"),
             ("\n[[device]]\nslot = 4\nemulation = \"virtio-blk\"\npath = \"d\"\nsectorsize = \"4096/512\"\n",
-             "vm.toml:8: device[0].sectorsize: -s 4,virtio-blk,path=d,sectorsize=4096/512: sectorsize=4096/512: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"),
+             "vm.toml:8: device[0]: sectorsize: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"),
             ("\n[[device]]\nslot = 4\nemulation = \"lpc\"\nx = 1.5\n", "vm.toml:7: device[0].x: expected a string, a number or true/false, not float"),
             ("\n[[device]]\nslot = 0\nemulation = \"hostbridge\"\n\n[[device]]\nslot = \"0:0\"\nemulation = \"lpc\"\n",
-             "vm.toml:8: device[1]: -s 0:0,lpc: slot 0:0 is already used by -s 0,hostbridge (pick a free slot)"),
+             "vm.toml:8: device[1]: slot 0:0 is already used by -s 0,hostbridge (pick a free slot)"),
         ];
         for (extra, want) in cases {
             let text = format!("{base}{extra}");

@@ -25,7 +25,8 @@ pub struct Place {
     pub file: Rc<Path>,
     /// 1-based line.
     pub line: usize,
-    /// The key, as a TOML path (`memory`, `device[1].vlan`).
+    /// The key, as a TOML path (`memory`, `oem_strings[0]`), or the
+    /// `[[device]]` entry (`device[1]`) whose option is on `line`.
     pub key: String,
 }
 
@@ -58,8 +59,9 @@ impl<T> Setting<T> {
 pub struct SlotSetting {
     /// The `-s` text.
     pub text: Setting,
-    /// For a `[[device]]` entry: `(the -s text up to and including this key, its place)`,
-    /// `slot` and `emulation` first, then each option.
+    /// For a `[[device]]` entry: `(the -s text up to and including this key,
+    /// the entry at this key's line)`, `slot` and `emulation` first, then
+    /// each option.
     pub keys: Vec<(String, Place)>,
 }
 
@@ -133,8 +135,9 @@ pub enum SettingsError {
     /// A value from the command line.
     #[error("{0}")]
     Flag(ConfigError),
-    /// A value from a VM file.
-    #[error("{place}: {error}")]
+    /// A value from a VM file (a `[[device]]` entry's error is the `-s`
+    /// parser's reason alone: the place names the entry and the key's line).
+    #[error("{place}: {}", in_file(error))]
     InFile {
         /// Where it was written.
         place: Place,
@@ -154,6 +157,15 @@ pub enum SettingsError {
         /// The VM file key that gives it.
         key: &'static str,
     },
+}
+
+/// How `error` reads after the place in a VM file.
+fn in_file(error: &ConfigError) -> String {
+    match error {
+        ConfigError::Slot { reason, .. } => reason.clone(),
+        ConfigError::SlotConflict { conflict, .. } => conflict.to_string(),
+        other => other.to_string(),
+    }
 }
 
 impl SettingsError {
@@ -307,12 +319,9 @@ impl Settings {
                 ConfigError::Memory { .. } => place(&self.memory)
                     .or_else(|| self.hugepages.as_ref().and_then(|h| h.place.clone())),
                 ConfigError::HugePages(_) => place(&self.hugepages),
-                ConfigError::Slot { value, .. } | ConfigError::NoFunctionZero { value, .. } => {
+                ConfigError::Slot { value, .. } | ConfigError::SlotConflict { value, .. } => {
                     slot_place(value)
                 }
-                ConfigError::SlotInUse { second, .. }
-                | ConfigError::DuplicateDevice { second, .. }
-                | ConfigError::DuplicatePassthru { second, .. } => slot_place(second),
                 ConfigError::Console { .. } => self.console.last().and_then(|c| c.place.clone()),
                 ConfigError::Uuid { .. } => place(&self.uuid),
                 ConfigError::OemString { value, .. } => self

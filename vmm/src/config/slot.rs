@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use devices::virtio::block::{check_sector_sizes, SectorSizeError, MAX_QUEUES};
 
-use super::{ConfigError, PciAddress, PfDevice};
+use super::{ConfigError, PciAddress, PfDevice, SlotConflict};
 use crate::host::vf::VfSettings;
 
 /// Emulations accepted by `-s`, for error messages.
@@ -25,6 +25,10 @@ const PCI_SLOTS: u8 = 32;
 const PCI_FUNCTIONS: u8 = 8;
 /// Longest virtio-blk serial (`VIRTIO_BLK_ID_BYTES`).
 const BLK_SERIAL_MAX: usize = 20;
+/// Highest VLAN id (`vlan=`).
+const VLAN_MAX: u16 = 4095;
+/// What a bad `vlan=` is told.
+const VLAN_USE: &str = "vlan must be a number 0..4095 (0 = untagged)";
 
 /// One `-s` option: a device at `slot:function` on guest PCI bus 0.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,28 +132,25 @@ impl BlkConfig {
             return Err("empty disk image path".to_string());
         }
         check_sector_sizes(self.logical_sector, self.physical_sector).map_err(|e| match e {
-            SectorSizeError::Size { which, size } => {
-                format!("sectorsize: {which} size {size} must be 512, 1024, 2048 or 4096")
+            SectorSizeError::Size { which, .. } => {
+                format!("sectorsize: the {which} size must be 512, 1024, 2048 or 4096")
             }
-            SectorSizeError::PhysicalBelowLogical { logical, physical } => format!(
-                "sectorsize={logical}/{physical}: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"
-            ),
+            SectorSizeError::PhysicalBelowLogical { .. } => {
+                "sectorsize: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"
+                    .to_string()
+            }
         })?;
         if let Some(n) = self.num_queues {
             if !(1..=MAX_QUEUES).contains(&n) {
-                return Err(format!("num_queues={n}: must be 1 to {MAX_QUEUES}"));
+                return Err(format!("num_queues must be 1 to {MAX_QUEUES}"));
             }
         }
         if let Some(serial) = &self.serial {
             if serial.is_empty() || serial.len() > BLK_SERIAL_MAX {
-                return Err(format!(
-                    "serial={serial}: must be 1 to {BLK_SERIAL_MAX} characters"
-                ));
+                return Err(format!("serial must be 1 to {BLK_SERIAL_MAX} characters"));
             }
             if !serial.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(format!(
-                    "serial={serial}: only printable ASCII without spaces is allowed"
-                ));
+                return Err("serial must be printable ASCII without spaces".to_string());
             }
         }
         Ok(())
@@ -288,29 +289,25 @@ impl PassthruConfig {
     fn check(&self) -> Result<(), String> {
         if let Some(host) = self.host.device() {
             if host.device > 31 || host.function > 7 {
-                return Err(format!(
-                    "host device {host} is not a PCI address (device 0..1f, function 0..7)"
-                ));
+                return Err("host is not a PCI address (device 0..1f, function 0..7)".to_string());
             }
         }
         if let Some(mac) = self.vf.mac {
             if mac.is_zero() {
-                return Err(format!(
-                    "mac={mac}: the all-zero address is not usable (give a real one, or leave mac= out)"
-                ));
+                return Err(
+                    "mac is all zeros, which no interface can have (give a real one, or leave mac= out)"
+                        .to_string(),
+                );
             }
             if mac.is_multicast() {
-                return Err(format!(
-                    "mac={mac}: multicast address, a VF needs a unicast one (the first octet must be even)"
-                ));
+                return Err(
+                    "mac is a multicast address, a VF needs a unicast one (the first octet must be even)"
+                        .to_string(),
+                );
             }
         }
-        if let Some(vlan) = self.vf.vlan {
-            if vlan > 4095 {
-                return Err(format!(
-                    "vlan={vlan}: out of range (use 0..4095, 0 = untagged)"
-                ));
-            }
+        if self.vf.vlan.is_some_and(|vlan| vlan > VLAN_MAX) {
+            return Err(VLAN_USE.to_string());
         }
         Ok(())
     }
@@ -343,13 +340,10 @@ impl PciSlotConfig {
     /// Checks this slot on its own (ranges, device options), giving the reason.
     fn check(&self) -> Result<(), String> {
         if self.slot >= PCI_SLOTS {
-            return Err(format!("slot {} is out of range (use 0..31)", self.slot));
+            return Err(out_of_range("slot", PCI_SLOTS - 1));
         }
         if self.function >= PCI_FUNCTIONS {
-            return Err(format!(
-                "function {} is out of range (use 0..7)",
-                self.function
-            ));
+            return Err(out_of_range("function", PCI_FUNCTIONS - 1));
         }
         match &self.device {
             DeviceConfig::HostBridge | DeviceConfig::Lpc => Ok(()),
@@ -391,8 +385,10 @@ fn parse_slot(s: &str) -> Result<PciSlotConfig, String> {
     let options: Vec<&str> = options.collect();
     let device = match emulation {
         "hostbridge" | "amd_hostbridge" | "lpc" => {
-            if let Some(option) = options.first() {
-                return Err(format!("{emulation} takes no options (remove ',{option}')"));
+            if !options.is_empty() {
+                return Err(format!(
+                    "{emulation} takes no options (remove what follows '{emulation}')"
+                ));
             }
             if emulation == "lpc" {
                 DeviceConfig::Lpc
@@ -407,7 +403,7 @@ fn parse_slot(s: &str) -> Result<PciSlotConfig, String> {
                 "missing emulation (use -s {address},EMULATION; known: {EMULATIONS})"
             ))
         }
-        other => return Err(format!("unknown emulation '{other}' (known: {EMULATIONS})")),
+        _ => return Err(format!("unknown emulation (known: {EMULATIONS})")),
     };
     Ok(PciSlotConfig::new(slot, function, device))
 }
@@ -417,7 +413,7 @@ fn parse_guest_address(s: &str) -> Result<(u8, u8), String> {
     const USE: &str = "use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...";
     let digits = |name: &str, v: &str| {
         if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{name} '{v}' is not a number ({USE})"));
+            return Err(format!("{name} is not a number ({USE})"));
         }
         Ok(())
     };
@@ -425,7 +421,7 @@ fn parse_guest_address(s: &str) -> Result<(u8, u8), String> {
         digits(name, v)?;
         match v.parse::<u8>() {
             Ok(n) if n <= max => Ok(n),
-            _ => Err(format!("{name} {v} is out of range (use 0..{max})")),
+            _ => Err(out_of_range(name, max)),
         }
     };
     let parts: Vec<&str> = s.split(':').collect();
@@ -436,17 +432,22 @@ fn parse_guest_address(s: &str) -> Result<(u8, u8), String> {
             digits("bus", bus)?;
             if bus.bytes().any(|b| b != b'0') {
                 return Err(format!(
-                    "bus {bus} is not supported, only bus 0 (use -s {slot}:{function},...)"
+                    "bus must be 0, the only one (use -s {slot}:{function},...)"
                 ));
             }
             (slot, function)
         }
-        _ => return Err(format!("too many ':' in '{s}' ({USE})")),
+        _ => return Err(format!("too many ':' in the slot ({USE})")),
     };
     Ok((
         number("slot", slot, PCI_SLOTS - 1)?,
         number("function", function, PCI_FUNCTIONS - 1)?,
     ))
+}
+
+/// What an out-of-range slot, function (`name`) is told.
+fn out_of_range(name: &str, max: u8) -> String {
+    format!("{name} is out of range (use 0..{max})")
 }
 
 /// Splits `key=value` / `flag`, rejecting repeated keys.
@@ -459,7 +460,7 @@ fn split_option<'a>(
         None => (option, None),
     };
     if key.is_empty() {
-        return Err(format!("empty option '{option}' (remove the extra ',')"));
+        return Err("empty option (remove the extra ',')".to_string());
     }
     if seen.contains(&key) {
         return Err(format!("option '{key}' given twice"));
@@ -474,8 +475,8 @@ fn flag(key: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
         None | Some("on") => Ok(true),
         Some("off") => Ok(false),
-        Some(v) => Err(format!(
-            "'{key}' takes no value (write '{key}', or '{key}=on|off', not '{key}={v}')"
+        Some(_) => Err(format!(
+            "'{key}' takes no value but on or off (write '{key}', or '{key}=on|off')"
         )),
     }
 }
@@ -527,9 +528,8 @@ fn parse_blk(address: &str, options: &[&str]) -> Result<BlkConfig, String> {
                 let (logical, physical) = value.split_once('/').unwrap_or((value, value));
                 let size = |v: &str| {
                     v.parse::<u32>().map_err(|_| {
-                        format!(
-                            "sectorsize={value}: '{v}' is not a number (e.g. sectorsize=512/4096)"
-                        )
+                        "sectorsize is not a number (e.g. sectorsize=4096 or sectorsize=512/4096)"
+                            .to_string()
                     })
                 };
                 blk.logical_sector = size(logical)?;
@@ -537,9 +537,10 @@ fn parse_blk(address: &str, options: &[&str]) -> Result<BlkConfig, String> {
             }
             "num_queues" => {
                 let value = needs_value(key, value, "num_queues=2")?;
-                blk.num_queues = Some(value.parse().map_err(|_| {
-                    format!("num_queues={value}: not a number (e.g. num_queues=2)")
-                })?);
+                blk.num_queues =
+                    Some(value.parse().map_err(|_| {
+                        "num_queues is not a number (e.g. num_queues=2)".to_string()
+                    })?);
             }
             "serial" | "ser" => {
                 if seen.contains(&"serial") && seen.contains(&"ser") {
@@ -561,7 +562,7 @@ fn parse_on_off(key: &str, value: Option<&str>) -> Result<bool, String> {
     match value {
         Some("on") => Ok(true),
         Some("off") => Ok(false),
-        Some(v) => Err(format!("{key}={v}: use {key}=on or {key}=off")),
+        Some(_) => Err(format!("{key} must be on or off ({key}=on or {key}=off)")),
         None => Err(format!("'{key}' needs a value: {key}=on or {key}=off")),
     }
 }
@@ -575,11 +576,14 @@ fn parse_passthru(address: &str, options: &[&str]) -> Result<PassthruConfig, Str
     let mut pt = match host.strip_prefix("pf=") {
         Some(pf) => PassthruConfig::with_host(HostDevice::Pool {
             pf: PfDevice::parse(pf).ok_or_else(|| {
-                format!("pf={pf}: not a network interface (eth0) or a PCI address (0000:01:00.0)")
+                "pf must be a network interface (eth0) or a PCI address (0000:01:00.0)".to_string()
             })?,
             taken: None,
         }),
-        None => PassthruConfig::new(host.parse().map_err(|e: ConfigError| e.to_string())?),
+        None => PassthruConfig::new(host.parse().map_err(|e| match e {
+            ConfigError::PciAddress { reason, .. } => format!("host address: {reason}"),
+            other => other.to_string(),
+        })?),
     };
     let mut seen = Vec::new();
     for option in &options {
@@ -587,11 +591,10 @@ fn parse_passthru(address: &str, options: &[&str]) -> Result<PassthruConfig, Str
         match key {
             "mac" => {
                 let value = needs_value(key, value, "mac=aa:88:44:00:02:01")?;
-                pt.vf.mac = Some(
-                    value
-                        .parse()
-                        .map_err(|e: ConfigError| format!("mac={value}: {e}"))?,
-                );
+                pt.vf.mac = Some(value.parse().map_err(|_| {
+                    "mac must be six 2-digit hex octets separated by ':' (like aa:88:44:00:02:01)"
+                        .to_string()
+                })?);
             }
             "vlan" => {
                 let value = needs_value(key, value, "vlan=100")?;
@@ -599,8 +602,8 @@ fn parse_passthru(address: &str, options: &[&str]) -> Result<PassthruConfig, Str
                     .parse::<u16>()
                     .ok()
                     .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                    .filter(|&v| v <= 4095)
-                    .ok_or_else(|| format!("vlan={value}: use a number 0..4095 (0 = untagged)"))?;
+                    .filter(|&v| v <= VLAN_MAX)
+                    .ok_or_else(|| VLAN_USE.to_string())?;
                 pt.vf.vlan = Some(vlan);
             }
             "spoofchk" => pt.vf.spoofchk = Some(parse_on_off(key, value)?),
@@ -704,24 +707,34 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
     let mut used: HashMap<(u8, u8), &str> = HashMap::new();
     let mut hosts: HashMap<PciAddress, &str> = HashMap::new();
     let mut singletons: HashMap<&str, &str> = HashMap::new();
+    let refuse = |arg: &str, conflict: SlotConflict| {
+        Err(ConfigError::SlotConflict {
+            value: arg.to_string(),
+            conflict,
+        })
+    };
     for &(arg, slot) in &slots {
         if let Some(first) = used.insert((slot.slot, slot.function), arg) {
-            return Err(ConfigError::SlotInUse {
-                slot: slot.slot,
-                function: slot.function,
-                first: first.to_string(),
-                second: arg.to_string(),
-            });
+            return refuse(
+                arg,
+                SlotConflict::InUse {
+                    slot: slot.slot,
+                    function: slot.function,
+                    first: first.to_string(),
+                },
+            );
         }
         match &slot.device {
             DeviceConfig::HostBridge | DeviceConfig::Lpc => {
                 let emulation = slot.device.emulation();
                 if let Some(first) = singletons.insert(emulation, arg) {
-                    return Err(ConfigError::DuplicateDevice {
-                        emulation,
-                        first: first.to_string(),
-                        second: arg.to_string(),
-                    });
+                    return refuse(
+                        arg,
+                        SlotConflict::SecondOne {
+                            emulation,
+                            first: first.to_string(),
+                        },
+                    );
                 }
             }
             DeviceConfig::Passthru(PassthruConfig {
@@ -729,11 +742,13 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
                 ..
             }) => {
                 if let Some(first) = hosts.insert(*host, arg) {
-                    return Err(ConfigError::DuplicatePassthru {
-                        host: *host,
-                        first: first.to_string(),
-                        second: arg.to_string(),
-                    });
+                    return refuse(
+                        arg,
+                        SlotConflict::HostTwice {
+                            host: *host,
+                            first: first.to_string(),
+                        },
+                    );
                 }
             }
             DeviceConfig::VirtioBlk(_) | DeviceConfig::Passthru(_) => {}
@@ -741,11 +756,13 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
     }
     for &(arg, slot) in &slots {
         if slot.function != 0 && !used.contains_key(&(slot.slot, 0)) {
-            return Err(ConfigError::NoFunctionZero {
-                slot: slot.slot,
-                function: slot.function,
-                value: arg.to_string(),
-            });
+            return refuse(
+                arg,
+                SlotConflict::NoFunctionZero {
+                    slot: slot.slot,
+                    function: slot.function,
+                },
+            );
         }
     }
     Ok(())
@@ -914,26 +931,26 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             // Slot address.
             ("", "empty (use -s SLOT[:FUNCTION],EMULATION[,CONF]; emulations: hostbridge, lpc, virtio-blk, passthru)"),
-            (",hostbridge", "slot '' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("x,hostbridge", "slot 'x' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("-1,hostbridge", "slot '-1' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("0x1,hostbridge", "slot '0x1' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("4:,lpc", "function '' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("32,hostbridge", "slot 32 is out of range (use 0..31)"),
-            ("999999999,hostbridge", "slot 999999999 is out of range (use 0..31)"),
-            ("00:00:08,lpc", "function 08 is out of range (use 0..7)"),
-            ("x:4:0,lpc", "bus 'x' is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
-            ("256:4:0,lpc", "bus 256 is not supported, only bus 0 (use -s 4:0,...)"),
-            ("4:8,lpc", "function 8 is out of range (use 0..7)"),
-            ("1:4:0,lpc", "bus 1 is not supported, only bus 0 (use -s 4:0,...)"),
-            ("0:0:0:0,lpc", "too many ':' in '0:0:0:0' (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            (",hostbridge", "slot is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("x,hostbridge", "slot is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("-1,hostbridge", "slot is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("0x1,hostbridge", "slot is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("4:,lpc", "function is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("32,hostbridge", "slot is out of range (use 0..31)"),
+            ("999999999,hostbridge", "slot is out of range (use 0..31)"),
+            ("00:00:08,lpc", "function is out of range (use 0..7)"),
+            ("x:4:0,lpc", "bus is not a number (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
+            ("256:4:0,lpc", "bus must be 0, the only one (use -s 4:0,...)"),
+            ("4:8,lpc", "function is out of range (use 0..7)"),
+            ("1:4:0,lpc", "bus must be 0, the only one (use -s 4:0,...)"),
+            ("0:0:0:0,lpc", "too many ':' in the slot (use SLOT or SLOT:FUNCTION, e.g. -s 5,passthru,... or -s 5:1,...)"),
             // Emulation.
             ("4", "missing emulation (use -s 4,EMULATION; known: hostbridge, lpc, virtio-blk, passthru)"),
             ("4,", "missing emulation (use -s 4,EMULATION; known: hostbridge, lpc, virtio-blk, passthru)"),
-            ("4,virtio-net,tap0", "unknown emulation 'virtio-net' (known: hostbridge, lpc, virtio-blk, passthru)"),
-            ("4,ahci-hd,disk.img", "unknown emulation 'ahci-hd' (known: hostbridge, lpc, virtio-blk, passthru)"),
-            ("0,hostbridge,vendor=1", "hostbridge takes no options (remove ',vendor=1')"),
-            ("31,lpc,", "lpc takes no options (remove ',')"),
+            ("4,virtio-net,tap0", "unknown emulation (known: hostbridge, lpc, virtio-blk, passthru)"),
+            ("4,ahci-hd,disk.img", "unknown emulation (known: hostbridge, lpc, virtio-blk, passthru)"),
+            ("0,hostbridge,vendor=1", "hostbridge takes no options (remove what follows 'hostbridge')"),
+            ("31,lpc,", "lpc takes no options (remove what follows 'lpc')"),
             // virtio-blk.
             ("4:0,virtio-blk", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
             ("4:0,virtio-blk,", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
@@ -941,51 +958,51 @@ mod tests {
             ("4,virtio-blk,d.img,rw", "unknown virtio-blk option 'rw' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
             ("4,virtio-blk,d.img,bootindex=1", "unknown virtio-blk option 'bootindex' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
             ("4,virtio-blk,d.img,ro,ro", "option 'ro' given twice"),
-            ("4,virtio-blk,d.img,ro,", "empty option '' (remove the extra ',')"),
-            ("4,virtio-blk,d.img,ro=1", "'ro' takes no value (write 'ro', or 'ro=on|off', not 'ro=1')"),
-            ("4,virtio-blk,d.img,nocache=", "'nocache' takes no value (write 'nocache', or 'nocache=on|off', not 'nocache=')"),
-            ("4,virtio-blk,d.img,direct=yes", "'direct' takes no value (write 'direct', or 'direct=on|off', not 'direct=yes')"),
+            ("4,virtio-blk,d.img,ro,", "empty option (remove the extra ',')"),
+            ("4,virtio-blk,d.img,ro=1", "'ro' takes no value but on or off (write 'ro', or 'ro=on|off')"),
+            ("4,virtio-blk,d.img,nocache=", "'nocache' takes no value but on or off (write 'nocache', or 'nocache=on|off')"),
+            ("4,virtio-blk,d.img,direct=yes", "'direct' takes no value but on or off (write 'direct', or 'direct=on|off')"),
             ("4,virtio-blk,d.img,sectorsize", "'sectorsize' needs a value (e.g. sectorsize=4096 or sectorsize=512/4096)"),
             ("4,virtio-blk,d.img,sectorsize=", "'sectorsize' needs a value (e.g. sectorsize=4096 or sectorsize=512/4096)"),
-            ("4,virtio-blk,d.img,sectorsize=4k", "sectorsize=4k: '4k' is not a number (e.g. sectorsize=512/4096)"),
-            ("4,virtio-blk,d.img,sectorsize=512/", "sectorsize=512/: '' is not a number (e.g. sectorsize=512/4096)"),
-            ("4,virtio-blk,d.img,sectorsize=1000", "sectorsize: logical size 1000 must be 512, 1024, 2048 or 4096"),
-            ("4,virtio-blk,d.img,sectorsize=256", "sectorsize: logical size 256 must be 512, 1024, 2048 or 4096"),
-            ("4,virtio-blk,d.img,sectorsize=8192", "sectorsize: logical size 8192 must be 512, 1024, 2048 or 4096"),
-            ("4,virtio-blk,d.img,sectorsize=512/8192", "sectorsize: physical size 8192 must be 512, 1024, 2048 or 4096"),
-            ("4,virtio-blk,d.img,sectorsize=512/0", "sectorsize: physical size 0 must be 512, 1024, 2048 or 4096"),
-            ("4,virtio-blk,d.img,sectorsize=4096/512", "sectorsize=4096/512: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"),
+            ("4,virtio-blk,d.img,sectorsize=4k", "sectorsize is not a number (e.g. sectorsize=4096 or sectorsize=512/4096)"),
+            ("4,virtio-blk,d.img,sectorsize=512/", "sectorsize is not a number (e.g. sectorsize=4096 or sectorsize=512/4096)"),
+            ("4,virtio-blk,d.img,sectorsize=1000", "sectorsize: the logical size must be 512, 1024, 2048 or 4096"),
+            ("4,virtio-blk,d.img,sectorsize=256", "sectorsize: the logical size must be 512, 1024, 2048 or 4096"),
+            ("4,virtio-blk,d.img,sectorsize=8192", "sectorsize: the logical size must be 512, 1024, 2048 or 4096"),
+            ("4,virtio-blk,d.img,sectorsize=512/8192", "sectorsize: the physical size must be 512, 1024, 2048 or 4096"),
+            ("4,virtio-blk,d.img,sectorsize=512/0", "sectorsize: the physical size must be 512, 1024, 2048 or 4096"),
+            ("4,virtio-blk,d.img,sectorsize=4096/512", "sectorsize: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"),
             ("4,virtio-blk,d.img,serial=", "'serial' needs a value (e.g. serial=DISK0001)"),
             ("4,virtio-blk,d.img,ser", "'ser' needs a value (e.g. serial=DISK0001)"),
-            ("4,virtio-blk,d.img,serial=123456789012345678901", "serial=123456789012345678901: must be 1 to 20 characters"),
-            ("4,virtio-blk,d.img,serial=a b", "serial=a b: only printable ASCII without spaces is allowed"),
-            ("4,virtio-blk,d.img,serial=dé", "serial=dé: only printable ASCII without spaces is allowed"),
+            ("4,virtio-blk,d.img,serial=123456789012345678901", "serial must be 1 to 20 characters"),
+            ("4,virtio-blk,d.img,serial=a b", "serial must be printable ASCII without spaces"),
+            ("4,virtio-blk,d.img,serial=dé", "serial must be printable ASCII without spaces"),
             ("4,virtio-blk,d.img,serial=a,ser=b", "option 'serial' given twice (ser= is the same)"),
             ("4,virtio-blk,d.img,serial=a,serial=b", "option 'serial' given twice"),
             ("4,virtio-blk,d.img,num_queues", "'num_queues' needs a value (e.g. num_queues=2)"),
-            ("4,virtio-blk,d.img,num_queues=two", "num_queues=two: not a number (e.g. num_queues=2)"),
-            ("4,virtio-blk,d.img,num_queues=0", "num_queues=0: must be 1 to 64"),
-            ("4,virtio-blk,d.img,num_queues=65", "num_queues=65: must be 1 to 64"),
+            ("4,virtio-blk,d.img,num_queues=two", "num_queues is not a number (e.g. num_queues=2)"),
+            ("4,virtio-blk,d.img,num_queues=0", "num_queues must be 1 to 64"),
+            ("4,virtio-blk,d.img,num_queues=65", "num_queues must be 1 to 64"),
             // passthru.
             ("5,passthru", "missing host address (use -s 5,passthru,B/S/F or -s 5,passthru,DDDD:BB:SS.F)"),
             ("5:0,passthru,", "missing host address (use -s 5:0,passthru,B/S/F or -s 5:0,passthru,DDDD:BB:SS.F)"),
             ("5,passthru,,mac=aa:88:44:00:02:01", "missing host address (use -s 5,passthru,B/S/F or -s 5,passthru,DDDD:BB:SS.F)"),
-            ("5,passthru,eth0", "PCI address \"eth0\": not a PCI address (use bhyve's B/S/F like 1/16/0, or DDDD:BB:SS.F like 0000:01:10.0)"),
-            ("5,passthru,1/32/0", "PCI address \"1/32/0\": slot 32 is out of range (at most 31)"),
+            ("5,passthru,eth0", "host address: not a PCI address (use bhyve's B/S/F like 1/16/0, or DDDD:BB:SS.F like 0000:01:10.0)"),
+            ("5,passthru,1/32/0", "host address: slot 32 is out of range (at most 31)"),
             ("5,passthru,1/16/0,mac", "'mac' needs a value (e.g. mac=aa:88:44:00:02:01)"),
-            ("5,passthru,1/16/0,mac=aa:88:44", "mac=aa:88:44: MAC address \"aa:88:44\": expected six 2-digit hex octets separated by ':' (like aa:88:44:00:02:01)"),
-            ("5,passthru,1/16/0,mac=01:00:5e:00:00:01", "mac=01:00:5e:00:00:01: multicast address, a VF needs a unicast one (the first octet must be even)"),
-            ("5,passthru,1/16/0,mac=ff:ff:ff:ff:ff:ff", "mac=ff:ff:ff:ff:ff:ff: multicast address, a VF needs a unicast one (the first octet must be even)"),
-            ("5,passthru,1/16/0,mac=00:00:00:00:00:00", "mac=00:00:00:00:00:00: the all-zero address is not usable (give a real one, or leave mac= out)"),
-            ("5,passthru,1/16/0,vlan=4096", "vlan=4096: use a number 0..4095 (0 = untagged)"),
-            ("5,passthru,1/16/0,vlan=-1", "vlan=-1: use a number 0..4095 (0 = untagged)"),
-            ("5,passthru,1/16/0,vlan=+5", "vlan=+5: use a number 0..4095 (0 = untagged)"),
-            ("5,passthru,1/16/0,vlan=ten", "vlan=ten: use a number 0..4095 (0 = untagged)"),
+            ("5,passthru,1/16/0,mac=aa:88:44", "mac must be six 2-digit hex octets separated by ':' (like aa:88:44:00:02:01)"),
+            ("5,passthru,1/16/0,mac=01:00:5e:00:00:01", "mac is a multicast address, a VF needs a unicast one (the first octet must be even)"),
+            ("5,passthru,1/16/0,mac=ff:ff:ff:ff:ff:ff", "mac is a multicast address, a VF needs a unicast one (the first octet must be even)"),
+            ("5,passthru,1/16/0,mac=00:00:00:00:00:00", "mac is all zeros, which no interface can have (give a real one, or leave mac= out)"),
+            ("5,passthru,1/16/0,vlan=4096", "vlan must be a number 0..4095 (0 = untagged)"),
+            ("5,passthru,1/16/0,vlan=-1", "vlan must be a number 0..4095 (0 = untagged)"),
+            ("5,passthru,1/16/0,vlan=+5", "vlan must be a number 0..4095 (0 = untagged)"),
+            ("5,passthru,1/16/0,vlan=ten", "vlan must be a number 0..4095 (0 = untagged)"),
             ("5,passthru,1/16/0,vlan=", "'vlan' needs a value (e.g. vlan=100)"),
             ("5,passthru,1/16/0,spoofchk", "'spoofchk' needs a value: spoofchk=on or spoofchk=off"),
-            ("5,passthru,1/16/0,spoofchk=yes", "spoofchk=yes: use spoofchk=on or spoofchk=off"),
-            ("5,passthru,1/16/0,trust=1", "trust=1: use trust=on or trust=off"),
-            ("5,passthru,1/16/0,managed=yes", "'managed' takes no value (write 'managed', or 'managed=on|off', not 'managed=yes')"),
+            ("5,passthru,1/16/0,spoofchk=yes", "spoofchk must be on or off (spoofchk=on or spoofchk=off)"),
+            ("5,passthru,1/16/0,trust=1", "trust must be on or off (trust=on or trust=off)"),
+            ("5,passthru,1/16/0,managed=yes", "'managed' takes no value but on or off (write 'managed', or 'managed=on|off')"),
             ("5,passthru,1/16/0,vlan=1,vlan=2", "option 'vlan' given twice"),
             ("5,passthru,1/16/0,rom=", "'rom' needs a value (e.g. rom=off or rom=/path/to/rom.bin)"),
             ("5,passthru,1/16/0,romfile=x", "unknown passthru option 'romfile' (known: mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE)"),
@@ -1010,16 +1027,16 @@ mod tests {
         let cases: Vec<(PciSlotConfig, &str)> = vec![
             (
                 slot(32, 0, DeviceConfig::Lpc),
-                "slot 32 is out of range (use 0..31)",
+                "slot is out of range (use 0..31)",
             ),
             (
                 slot(0, 8, DeviceConfig::Lpc),
-                "function 8 is out of range (use 0..7)",
+                "function is out of range (use 0..7)",
             ),
             (slot(4, 0, blk("", |_| {})), "empty disk image path"),
             (
                 slot(5, 0, pt("1/16/0", |p| p.vf.vlan = Some(4096))),
-                "vlan=4096: out of range (use 0..4095, 0 = untagged)",
+                "vlan must be a number 0..4095 (0 = untagged)",
             ),
         ];
         for (s, reason) in cases {
@@ -1129,11 +1146,11 @@ mod tests {
         for (bad, why) in [
             (
                 "5,passthru,pf=",
-                "pf=: not a network interface (eth0) or a PCI address (0000:01:00.0)",
+                "pf must be a network interface (eth0) or a PCI address (0000:01:00.0)",
             ),
             (
                 "5,passthru,pf=a/b",
-                "pf=a/b: not a network interface (eth0) or a PCI address (0000:01:00.0)",
+                "pf must be a network interface (eth0) or a PCI address (0000:01:00.0)",
             ),
         ] {
             assert_eq!(
