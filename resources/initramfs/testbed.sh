@@ -36,6 +36,10 @@ check() {
   marker "host.$name" "{\"status\":$st,\"stderr\":$(json_lines "/tmp/$name.err"),\"stdout_bytes\":$(wc -c <"/tmp/$name.out")}"
 }
 
+# ctl CTL-ARGS...: vfvm ctl on the API socket $API_SOCK (default
+# /tmp/api.sock). A shell function: check and timeout need vfvm ctl itself.
+ctl() { vfvm ctl --api-sock "${API_SOCK:-/tmp/api.sock}" "$@"; }
+
 GUEST_CMDLINE="console=ttyS0 quiet panic=-1"
 
 # vm TAG EXTRA-CMDLINE VFVM-ARGS...: boots /guest/vmlinuz with /tmp/g.img

@@ -36,7 +36,6 @@ done
 
 const SCENARIO: &str = r#"
 S=/tmp/api.sock
-ctl() { vfvm ctl --api-sock $S "$@"; }
 ticks() { grep -c '^tick' /tmp/com1.log; }
 # start_vm NAME CMDLINE_EXTRA -s...: vfvm in the background, console in /tmp/com1.log
 start_vm() {

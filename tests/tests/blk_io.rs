@@ -72,7 +72,6 @@ fn multiqueue_flush_stall_and_qemu_locks() {
             r#"
             {WRITERS}
             md5() {{ md5sum "$1" | cut -d' ' -f1; }}
-            ctl() {{ vfvm ctl --api-sock /tmp/api.sock "$@"; }}
             # requests COUNTERS-NAME: the requests field of one vm.counters entry.
             requests() {{ ctl counters --json | tr -d ' \n' | sed -n "s|.*\"$1\":{{[^}}]*\"requests\":\([0-9]*\).*|\1|p"; }}
 

@@ -87,7 +87,7 @@ done
 
 const SCENARIO: &str = r#"
 S=/tmp/vm1.sock
-ctl() { vfvm ctl --api-sock $S "$@"; }
+API_SOCK=$S
 # got KEY [SECS]: waits for the guest's marker KEY in vm1's console and marks it for the harness.
 got() {
   wait_for "${2:-90}" "grep -qs '^@@$1=' /tmp/com1.log" || die "vm1's guest did not report $1"

@@ -35,8 +35,6 @@ bind_igbvf "$vf"
 yes "host wrote this " | head -c 1048576 >/tmp/d.img
 dd if=/dev/zero of=/tmp/d.img bs=1M seek=1 count=15 2>/dev/null
 marker host.disk "$(head -c 1048576 /tmp/d.img | md5sum | cut -d' ' -f1)"
-ctl() { vfvm ctl --api-sock /tmp/api.sock "$@"; }
-
 # life MODE: one VM life with --seccomp=MODE ("" for the default).
 life() {
   mode=$1

@@ -73,10 +73,10 @@ boot() {
   wait_for 150 "grep -q '@@g.done' /tmp/vm-$tag.log || ! kill -0 $pid 2>/dev/null"
   grep -q '@@g.done' /tmp/vm-$tag.log || { cat /tmp/vm-$tag.log; die "$tag: the guest did not report"; }
   if [ "$tag" = file ]; then
-    vfvm ctl --api-sock /tmp/api.sock info --config >/tmp/rt.toml
+    ctl info --config >/tmp/rt.toml
     sed 's/^/rt.toml: /' /tmp/rt.toml
   fi
-  vfvm ctl --api-sock /tmp/api.sock shutdown --timeout 0
+  ctl shutdown --timeout 0
   st=0; wait $pid || st=$?
   tr -d '\r' </tmp/vm-$tag.log | sed -n "s/^.*@@g\./@@$tag./p"
   grep 'vfvm:' /tmp/vm-$tag.log || true
