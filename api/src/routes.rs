@@ -284,7 +284,10 @@ mod tests {
         assert_eq!(asked.route().request(asked.body().as_bytes()), Ok(asked));
         let asked = ApiRequest::AddDevice(crate::DeviceConfig {
             path: Some("/sys/bus/pci/devices/0000:01:10.1/".into()),
-            pci_device_id: Some(6),
+            pci_common: crate::PciDeviceCommon {
+                pci_device_id: Some(6),
+                ..Default::default()
+            },
             mac: Some("aa:88:44:00:02:01".into()),
             ..Default::default()
         });

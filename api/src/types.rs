@@ -47,15 +47,12 @@ pub enum ApiRequest {
     RemoveDevice(VmRemoveDevice),
 }
 
-/// The body of `PUT vm.add-device`: Cloud Hypervisor's `DeviceConfig`
-/// (every field it sends is accepted) and vfvm's own fields, which are
-/// `-s passthru` options by the same names. Unknown fields are ignored.
+/// Where a hot-added device goes on the guest's PCI bus: the fields
+/// Cloud Hypervisor's `DeviceConfig` and `DiskConfig` share (its
+/// `PciDeviceCommonConfig`, flattened into both as here), and vfvm's
+/// `function`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceConfig {
-    /// The host device's sysfs directory, `/sys/bus/pci/devices/DDDD:BB:SS.F/`
-    /// (or, with `pf`, none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+pub struct PciDeviceCommon {
     /// The device's id (default: its guest slot, `6:0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -68,15 +65,29 @@ pub struct DeviceConfig {
     /// Guest slot (default: the lowest free one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_device_id: Option<u8>,
+    /// vfvm: guest function (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<u8>,
+}
+
+/// The body of `PUT vm.add-device`: Cloud Hypervisor's `DeviceConfig`
+/// (every field it sends is accepted) and vfvm's own fields, which are
+/// `-s passthru` options by the same names. Unknown fields are ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// The host device's sysfs directory, `/sys/bus/pci/devices/DDDD:BB:SS.F/`
+    /// (or, with `pf`, none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `id`, `iommu`, `pci_segment`, `pci_device_id`, `function`.
+    #[serde(flatten)]
+    pub pci_common: PciDeviceCommon,
     /// Cloud Hypervisor's GPUDirect clique: accepted, not used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x_nv_gpudirect_clique: Option<u8>,
     /// Cloud Hypervisor's BARs not to mmap: accepted; must be empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub x_exclude_mmap_bars: Vec<u64>,
-    /// vfvm: guest function (default 0; a hot-added device goes at 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<u8>,
     /// vfvm: `pf=`: any free VF of this PF (interface or PCI address).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pf: Option<String>,
@@ -121,24 +132,12 @@ pub struct DiskConfig {
     /// The disk's serial (`serial=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
-    /// The device's id (default: its guest slot, `7:0`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    /// Guest slot (default: the lowest free one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pci_device_id: Option<u8>,
-    /// PCI segment: vfvm has segment 0 only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pci_segment: Option<u16>,
-    /// Behind a virtual IOMMU: vfvm has none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iommu: Option<bool>,
+    /// `id`, `iommu`, `pci_segment`, `pci_device_id`, `function`.
+    #[serde(flatten)]
+    pub pci_common: PciDeviceCommon,
     /// vhost-user: vfvm has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost_user: Option<bool>,
-    /// vfvm: guest function (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub function: Option<u8>,
     /// vfvm: O_SYNC writes (`-s`'s `direct`, bhyve's word).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<bool>,
@@ -622,34 +621,89 @@ mod tests {
         assert!(serde_json::from_str::<VmShutdown>(r#"{"timeout_s": "soon"}"#).is_err());
     }
 
+    /// A body as the server reads it (`routes` parses a `serde_json::Value`).
+    fn body<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
+        serde_json::from_value(serde_json::from_str(json).unwrap())
+    }
+
+    /// `v` serialized and read back is `v`, with the shared PCI fields at
+    /// the top level as Cloud Hypervisor has them.
+    fn round_trips<T>(v: &T)
+    where
+        T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_value(v).unwrap();
+        assert!(json.get("pci_common").is_none(), "{json}");
+        assert_eq!(&serde_json::from_value::<T>(json).unwrap(), v);
+    }
+
     #[test]
     fn cloud_hypervisors_device_config_is_accepted() {
         // What ch-remote add-device path=...,iommu=off,id=vf1 sends.
         let ch = r#"{"id":"vf1","iommu":false,"pci_segment":0,"pci_device_id":null,
             "path":"/sys/bus/pci/devices/0000:01:10.1/","fd":null,
             "x_nv_gpudirect_clique":null,"x_exclude_mmap_bars":[]}"#;
-        let d: DeviceConfig = serde_json::from_str(ch).unwrap();
+        let d: DeviceConfig = body(ch).unwrap();
         assert_eq!(
             d.path.as_deref(),
             Some("/sys/bus/pci/devices/0000:01:10.1/")
         );
-        assert_eq!(d.id.as_deref(), Some("vf1"));
+        let c = &d.pci_common;
+        assert_eq!(c.id.as_deref(), Some("vf1"));
         assert_eq!(
-            (d.iommu, d.pci_segment, d.pci_device_id),
+            (c.iommu, c.pci_segment, c.pci_device_id),
             (Some(false), Some(0), None)
         );
         let ours = r#"{"path":"/sys/bus/pci/devices/0000:01:10.1/","pci_device_id":6,
             "mac":"aa:88:44:00:02:01","vlan":5,"spoofchk":true,"managed":true,"x_nv_gpudirect_clique":3}"#;
-        let d: DeviceConfig = serde_json::from_str(ours).unwrap();
-        assert_eq!(d.pci_device_id, Some(6));
+        let d: DeviceConfig = body(ours).unwrap();
+        assert_eq!(d.pci_common.pci_device_id, Some(6));
         assert_eq!(d.mac.as_deref(), Some("aa:88:44:00:02:01"));
         assert_eq!(
             (d.vlan, d.spoofchk, d.managed),
             (Some(5), Some(true), Some(true))
         );
-        assert!(serde_json::from_str::<DeviceConfig>(r#"{"pci_device_id":300}"#).is_err());
-        let back: DeviceConfig = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
-        assert_eq!(back, d);
+        assert!(body::<DeviceConfig>(r#"{"pci_device_id":300}"#).is_err());
+        round_trips(&d);
+    }
+
+    #[test]
+    fn cloud_hypervisors_full_device_config_is_read_field_by_field() {
+        // Every field of CH's DeviceConfig (PciDeviceCommonConfig
+        // flattened, fd, the x_ fields), none at its default, and fields
+        // neither has: the known ones land, the unknown ones are ignored.
+        let ch = r#"{"id":"vf1","iommu":true,"pci_segment":1,"pci_device_id":6,
+            "path":"/sys/bus/pci/devices/0000:01:10.1/","fd":7,
+            "x_nv_gpudirect_clique":3,"x_exclude_mmap_bars":[0,2],
+            "function":1,"not_a_field":{"x":[1]}}"#;
+        let d: DeviceConfig = body(ch).unwrap();
+        assert_eq!(
+            d,
+            DeviceConfig {
+                path: Some("/sys/bus/pci/devices/0000:01:10.1/".into()),
+                pci_common: PciDeviceCommon {
+                    id: Some("vf1".into()),
+                    iommu: Some(true),
+                    pci_segment: Some(1),
+                    pci_device_id: Some(6),
+                    function: Some(1),
+                },
+                x_nv_gpudirect_clique: Some(3),
+                x_exclude_mmap_bars: vec![0, 2],
+                ..DeviceConfig::default()
+            }
+        );
+        round_trips(&d);
+        // A shared field of the wrong type is refused like any other.
+        for bad in [
+            r#"{"iommu":"yes"}"#,
+            r#"{"pci_segment":-1}"#,
+            r#"{"id":5}"#,
+            r#"{"x_nv_gpudirect_clique":256}"#,
+        ] {
+            assert!(body::<DeviceConfig>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(body::<DeviceConfig>("{}").unwrap(), DeviceConfig::default());
     }
 
     #[test]
@@ -658,17 +712,58 @@ mod tests {
             "num_queues":1,"queue_size":128,"vhost_user":false,"disable_io_uring":false,
             "disable_aio":false,"backing_files":false,"sparse":true,"image_type":"Raw",
             "pci_segment":0,"id":"d1"}"#;
-        let d: DiskConfig = serde_json::from_str(ch).unwrap();
+        let d: DiskConfig = body(ch).unwrap();
         assert_eq!(d.path.as_deref(), Some("/img/d.raw"));
         assert_eq!(
             (d.readonly, d.direct, d.num_queues),
             (Some(true), Some(false), Some(1))
         );
-        assert_eq!(d.id.as_deref(), Some("d1"));
+        assert_eq!(d.pci_common.id.as_deref(), Some("d1"));
         let r: VmRemoveDevice = serde_json::from_str(r#"{"id":"d1"}"#).unwrap();
         assert_eq!(r.timeout_s(), DEFAULT_EJECT_TIMEOUT_S);
         let r: VmRemoveDevice = serde_json::from_str(r#"{"id":"d1","timeout_s":999}"#).unwrap();
         assert_eq!(r.timeout_s(), MAX_EJECT_TIMEOUT_S);
+    }
+
+    #[test]
+    fn cloud_hypervisors_full_disk_config_is_read_field_by_field() {
+        // Every field of CH's DiskConfig, none at its default: what vfvm
+        // has lands, the rest (queue_size, rate limits, affinity...) is
+        // ignored, as are fields CH does not have either.
+        let ch = r#"{"id":"d1","iommu":true,"pci_segment":2,"pci_device_id":7,
+            "path":"/img/d.raw","readonly":true,"direct":true,"num_queues":2,
+            "queue_size":256,"vhost_user":true,"vhost_socket":"/run/vu.sock",
+            "rate_limit_group":"g0",
+            "rate_limiter_config":{"bandwidth":{"size":1,"one_time_burst":0,"refill_time":1},"ops":null},
+            "disable_io_uring":true,"disable_aio":true,"serial":"S1",
+            "queue_affinity":[{"queue_index":0,"host_cpus":[1]}],"backing_files":true,
+            "sparse":false,"image_type":"Qcow2","lock_granularity":"Full",
+            "sync":true,"sectorsize":"512/4096","not_a_field":null}"#;
+        let d: DiskConfig = body(ch).unwrap();
+        assert_eq!(
+            d,
+            DiskConfig {
+                path: Some("/img/d.raw".into()),
+                readonly: Some(true),
+                direct: Some(true),
+                num_queues: Some(2),
+                serial: Some("S1".into()),
+                pci_common: PciDeviceCommon {
+                    id: Some("d1".into()),
+                    iommu: Some(true),
+                    pci_segment: Some(2),
+                    pci_device_id: Some(7),
+                    function: None,
+                },
+                vhost_user: Some(true),
+                sync: Some(true),
+                sectorsize: Some("512/4096".into()),
+            }
+        );
+        round_trips(&d);
+        for bad in [r#"{"pci_device_id":"7"}"#, r#"{"num_queues":-1}"#] {
+            assert!(body::<DiskConfig>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

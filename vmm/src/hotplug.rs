@@ -195,16 +195,20 @@ impl Hotplug {
 
     /// Hot-adds the device of a `vm.add-device` body.
     pub fn add_device(&mut self, b: &api::DeviceConfig) -> Result<PciDeviceInfo, ApiError> {
-        self.add(b.pci_device_id, b.id.clone(), |slot| {
-            body::device_text(b, slot)
-        })
+        self.add(
+            b.pci_common.pci_device_id,
+            b.pci_common.id.clone(),
+            |slot| body::device_text(b, slot),
+        )
     }
 
     /// Hot-adds the disk of a `vm.add-disk` body.
     pub fn add_disk(&mut self, b: &api::DiskConfig) -> Result<PciDeviceInfo, ApiError> {
-        self.add(b.pci_device_id, b.id.clone(), |slot| {
-            body::disk_text(b, slot)
-        })
+        self.add(
+            b.pci_common.pci_device_id,
+            b.pci_common.id.clone(),
+            |slot| body::disk_text(b, slot),
+        )
     }
 
     fn add(

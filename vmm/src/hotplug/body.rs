@@ -4,7 +4,7 @@
 //! the VMM parses like `vfvm run -s`, and `vfvm ctl add-device -s TEXT`
 //! parses TEXT with that parser and sends the body it makes.
 
-use api::{ApiRequest, DeviceConfig as DeviceBody, DiskConfig as DiskBody};
+use api::{ApiRequest, DeviceConfig as DeviceBody, DiskConfig as DiskBody, PciDeviceCommon};
 
 use crate::config::{DeviceConfig, HostDevice, PciSlotConfig, RomConfig};
 
@@ -27,11 +27,12 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-fn segment_and_iommu(segment: Option<u16>, iommu: Option<bool>) -> Result<(), String> {
-    if let Some(s) = segment.filter(|&s| s != 0) {
+/// Refuses a segment or an IOMMU, which vfvm has not.
+fn segment_and_iommu(common: &PciDeviceCommon) -> Result<(), String> {
+    if let Some(s) = common.pci_segment.filter(|&s| s != 0) {
         return Err(format!("pci_segment {s}: vfvm has PCI segment 0 only"));
     }
-    if iommu == Some(true) {
+    if common.iommu == Some(true) {
         return Err("iommu: vfvm has no virtual IOMMU (leave iommu false)".into());
     }
     Ok(())
@@ -39,7 +40,7 @@ fn segment_and_iommu(segment: Option<u16>, iommu: Option<bool>) -> Result<(), St
 
 /// The `-s` text of a `vm.add-device` body, at guest `slot`.
 pub fn device_text(b: &DeviceBody, slot: u8) -> Result<String, String> {
-    segment_and_iommu(b.pci_segment, b.iommu)?;
+    segment_and_iommu(&b.pci_common)?;
     if !b.x_exclude_mmap_bars.is_empty() {
         return Err("x_exclude_mmap_bars: vfvm maps every BAR it can (leave it empty)".into());
     }
@@ -62,7 +63,10 @@ pub fn device_text(b: &DeviceBody, slot: u8) -> Result<String, String> {
             ))
         }
     };
-    let mut text = format!("{slot}:{},passthru,{host}", b.function.unwrap_or(0));
+    let mut text = format!(
+        "{slot}:{},passthru,{host}",
+        b.pci_common.function.unwrap_or(0)
+    );
     if let Some(mac) = &b.mac {
         text += &format!(",mac={}", value("mac", mac)?);
     }
@@ -86,7 +90,7 @@ pub fn device_text(b: &DeviceBody, slot: u8) -> Result<String, String> {
 
 /// The `-s` text of a `vm.add-disk` body, at guest `slot`.
 pub fn disk_text(b: &DiskBody, slot: u8) -> Result<String, String> {
-    segment_and_iommu(b.pci_segment, b.iommu)?;
+    segment_and_iommu(&b.pci_common)?;
     if b.vhost_user == Some(true) {
         return Err("vhost_user: vfvm has no vhost-user disks".into());
     }
@@ -96,7 +100,7 @@ pub fn disk_text(b: &DiskBody, slot: u8) -> Result<String, String> {
         .ok_or("path is missing: the disk image (a file or a block device)")?;
     let mut text = format!(
         "{slot}:{},virtio-blk,{}",
-        b.function.unwrap_or(0),
+        b.pci_common.function.unwrap_or(0),
         value("path", path)?
     );
     for (on, option) in [
@@ -122,7 +126,12 @@ pub fn disk_text(b: &DiskBody, slot: u8) -> Result<String, String> {
 
 /// The request `vfvm ctl add-device -s TEXT` sends for the parsed slot.
 pub fn add_request(s: &PciSlotConfig) -> Result<ApiRequest, String> {
-    let function = (s.function != 0).then_some(s.function);
+    let pci_common = PciDeviceCommon {
+        id: s.id.clone(),
+        pci_device_id: Some(s.slot),
+        function: (s.function != 0).then_some(s.function),
+        ..PciDeviceCommon::default()
+    };
     match &s.device {
         DeviceConfig::Passthru(p) => {
             let (path, pf) = match &p.host {
@@ -132,9 +141,7 @@ pub fn add_request(s: &PciSlotConfig) -> Result<ApiRequest, String> {
             Ok(ApiRequest::AddDevice(DeviceBody {
                 path,
                 pf,
-                id: s.id.clone(),
-                pci_device_id: Some(s.slot),
-                function,
+                pci_common,
                 mac: p.vf.mac.map(|m| m.to_string()),
                 vlan: p.vf.vlan,
                 spoofchk: p.vf.spoofchk,
@@ -158,9 +165,7 @@ pub fn add_request(s: &PciSlotConfig) -> Result<ApiRequest, String> {
                 num_queues: b.num_queues,
                 serial: b.serial.clone(),
                 sectorsize: (sectors != (512, 512)).then(|| format!("{}/{}", sectors.0, sectors.1)),
-                id: s.id.clone(),
-                pci_device_id: Some(s.slot),
-                function,
+                pci_common,
                 ..DiskBody::default()
             }))
         }
@@ -234,11 +239,19 @@ mod tests {
         let sysfs = Some("/sys/bus/pci/devices/0000:01:10.1/".to_string());
         let cases = [
             (
-                DeviceBody { path: sysfs.clone(), iommu: Some(true), ..Default::default() },
+                DeviceBody {
+                    path: sysfs.clone(),
+                    pci_common: PciDeviceCommon { iommu: Some(true), ..Default::default() },
+                    ..Default::default()
+                },
                 "iommu: vfvm has no virtual IOMMU (leave iommu false)",
             ),
             (
-                DeviceBody { path: sysfs.clone(), pci_segment: Some(1), ..Default::default() },
+                DeviceBody {
+                    path: sysfs.clone(),
+                    pci_common: PciDeviceCommon { pci_segment: Some(1), ..Default::default() },
+                    ..Default::default()
+                },
                 "pci_segment 1: vfvm has PCI segment 0 only",
             ),
             (
