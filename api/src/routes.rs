@@ -44,6 +44,8 @@ pub enum Route {
     VmResume,
     /// `PUT vm.power-button`.
     VmPowerButton,
+    /// `PUT vm.nmi`.
+    VmNmi,
     /// `PUT vm.shutdown` (optional body [`VmShutdown`]).
     VmShutdown,
     /// `PUT vm.reboot`.
@@ -65,6 +67,7 @@ pub const ROUTES: &[(Method, &str, Route)] = &[
     (Method::Put, "/api/v1/vm.pause", Route::VmPause),
     (Method::Put, "/api/v1/vm.resume", Route::VmResume),
     (Method::Put, "/api/v1/vm.power-button", Route::VmPowerButton),
+    (Method::Put, "/api/v1/vm.nmi", Route::VmNmi),
     (Method::Put, "/api/v1/vm.shutdown", Route::VmShutdown),
     (Method::Put, "/api/v1/vm.reboot", Route::VmReboot),
     (Method::Put, "/api/v1/vm.add-device", Route::VmAddDevice),
@@ -139,6 +142,7 @@ impl Route {
             Route::VmPause => ApiRequest::Pause,
             Route::VmResume => ApiRequest::Resume,
             Route::VmPowerButton => ApiRequest::PowerButton,
+            Route::VmNmi => ApiRequest::Nmi,
             Route::VmReboot => ApiRequest::Reboot,
             Route::VmShutdown => ApiRequest::Shutdown(match json {
                 None => VmShutdown::default(),
@@ -164,6 +168,7 @@ impl ApiRequest {
             ApiRequest::Pause => Route::VmPause,
             ApiRequest::Resume => Route::VmResume,
             ApiRequest::PowerButton => Route::VmPowerButton,
+            ApiRequest::Nmi => Route::VmNmi,
             ApiRequest::Shutdown(_) => Route::VmShutdown,
             ApiRequest::Reboot => Route::VmReboot,
         }

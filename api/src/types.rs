@@ -31,6 +31,9 @@ pub enum ApiRequest {
     Resume,
     /// `vm.power-button`: press the guest's ACPI power button.
     PowerButton,
+    /// `vm.nmi`: a non-maskable interrupt on every vCPU (a guest set up
+    /// for it dumps its state or a crash kernel takes over).
+    Nmi,
     /// `vm.shutdown`: the power button, then a forced stop after the grace
     /// period if the guest is still running; `vfvm run` exits 1.
     Shutdown(VmShutdown),

@@ -89,7 +89,7 @@ fn shared_routes_have_cloud_hypervisors_method_and_statuses() {
             );
         }
     }
-    assert_eq!(shared, 12, "routes shared with Cloud Hypervisor");
+    assert_eq!(shared, 13, "routes shared with Cloud Hypervisor");
 }
 
 /// A JSON value of the schema's type, as a client might send it.

@@ -6,7 +6,7 @@
 //! (shutdown --timeout), a guest under hostile clients (SIGTERM), and a
 //! reboot. `cloud_hypervisors_ch_remote` (ignored unless VFVM_CH_REMOTE
 //! names a ch-remote built from Cloud Hypervisor's source) drives the same
-//! API with Cloud Hypervisor's own client, hotplug included.
+//! API with Cloud Hypervisor's own client, hotplug and NMI included.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -346,9 +346,12 @@ fn row_mac(run: &vfvm_tests::Run) -> &str {
 /// (`guest.up.SLOT.N`, N counting its appearances); a VF is brought up at
 /// 192.0.2.(10 + SLOT) and pings the PF (`guest.vf.SLOT.N`: MAC and loss);
 /// a disk has its first 15 bytes read (`guest.disk.SLOT.N`); a device that
-/// goes is reported (`guest.gone.SLOT.N`).
+/// goes is reported (`guest.gone.SLOT.N`). The kernel's first report of an
+/// NMI is `guest.nmi`.
 const CH_GUEST: &str = r#"
 marker guest.button "$(on_power_button 'poweroff -f')"
+nmis() { dmesg | grep -c NMI || true; }
+nmi0=$(nmis) nmi=""
 echo 1 >/proc/sys/net/ipv4/conf/all/arp_ignore
 echo 2 >/proc/sys/net/ipv4/conf/all/arp_announce
 dev() { echo "/sys/bus/pci/devices/0000:00:0$1.0"; }
@@ -356,6 +359,10 @@ wait_path() { k=100; while [ ! -e "$1" ] && [ $k -gt 0 ]; do k=$((k - 1)); sleep
 present=""
 echo "watching"
 while :; do
+  if [ -z "$nmi" ] && [ "$(nmis)" -gt "$nmi0" ]; then
+    nmi=yes
+    marker guest.nmi "$(dmesg | grep NMI | tail -n 1)"
+  fi
   for s in 1 2 3 4 5 6 7; do
     d=$(dev $s)
     eval "n=\${n$s:-0}"
@@ -449,6 +456,8 @@ ch ch.info_paused info
 ch ch.pause_again pause
 ch ch.resume resume
 ch ch.resume_again resume
+ch ch.nmi nmi
+got guest.nmi
 # A VF at the lowest free slot (1), named x.
 ch ch.add_x add-device path=/sys/bus/pci/devices/$VF0/,id=x
 got guest.up.1.1
@@ -566,6 +575,9 @@ fn cloud_hypervisors_ch_remote() {
     ch_refused(&run, "ch.pause_again", "Unknown", "already paused");
     ch_done(&run, "ch.resume");
     ch_refused(&run, "ch.resume_again", "Unknown", "not paused");
+    // vm.nmi: the guest's kernel reports the NMI.
+    ch_done(&run, "ch.nmi");
+    assert!(m("guest.nmi").contains("NMI"), "{}", m("guest.nmi"));
 
     // A VF hot-added with Cloud Hypervisor's DeviceConfig: the answer is
     // its PciDeviceInfo, and the guest sees it and pings the PF.

@@ -44,7 +44,7 @@ use crate::hotplug::Hotplug;
 use crate::irq::MsiCounts;
 use crate::vcpu::{PauseError, Vcpus};
 
-/// How long `vm.pause` waits for every vCPU to leave KVM_RUN.
+/// How long `vm.pause` and `vm.nmi` wait for every vCPU to leave KVM_RUN.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type SharedReceiver = Arc<Mutex<Option<Receiver<ApiMessage>>>>;
@@ -237,6 +237,14 @@ impl ApiHandler {
                 self.refuse_if_stopping()?;
                 self.press_power_button()?;
                 log::info!("power button pressed through the API");
+                Ok(ApiResponse::Done)
+            }
+            ApiRequest::Nmi => {
+                self.refuse_if_stopping()?;
+                self.vcpus()?
+                    .nmi(PAUSE_TIMEOUT)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                log::info!("NMI sent to every vCPU through the API");
                 Ok(ApiResponse::Done)
             }
             ApiRequest::Shutdown(body) => {
@@ -441,6 +449,7 @@ fn ping() -> VmmPing {
             "passthru",
             "virtio-blk",
             "power-button",
+            "nmi",
             "vf-counters",
             "hotplug",
         ]

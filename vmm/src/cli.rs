@@ -255,6 +255,11 @@ pub enum CtlAction {
     #[command(about = calls(Route::VmPowerButton, "Press the guest's ACPI power button"))]
     PowerButton,
     #[command(about = calls(
+        Route::VmNmi,
+        "Send every vCPU a non-maskable interrupt (a hung guest's dump, kdump)"
+    ))]
+    Nmi,
+    #[command(about = calls(
         Route::VmShutdown,
         "Power button, then a forced stop after --timeout; vfvm run exits 1"
     ))]
@@ -316,6 +321,7 @@ impl TryFrom<&CtlAction> for api::ApiRequest {
             CtlAction::Pause => api::ApiRequest::Pause,
             CtlAction::Resume => api::ApiRequest::Resume,
             CtlAction::PowerButton => api::ApiRequest::PowerButton,
+            CtlAction::Nmi => api::ApiRequest::Nmi,
             CtlAction::Shutdown { timeout } => api::ApiRequest::Shutdown(api::VmShutdown {
                 timeout_s: Some(*timeout),
             }),

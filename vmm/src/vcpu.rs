@@ -5,9 +5,10 @@
 //! VM's [`ExitSignal`] is set; the VMM kicks it out of KVM_RUN with
 //! [`kick_signal`] so a vCPU idling in the guest notices promptly.
 //! [`Vcpus`] starts the threads, pauses and resumes them (the API's
-//! vm.pause / vm.resume) and stops them when dropped.
+//! vm.pause / vm.resume), has each inject an NMI (vm.nmi) and stops them
+//! when dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -64,6 +65,15 @@ pub enum PauseError {
     Timeout(Duration),
 }
 
+/// Why [`Vcpus::nmi`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NmiError {
+    /// A vCPU did not leave KVM_RUN to take it in time (it takes it at
+    /// its next exit).
+    #[error("vCPU {vcpu} did not take the NMI within {} ms", .timeout.as_millis())]
+    Timeout { vcpu: usize, timeout: Duration },
+}
+
 /// The VM's vCPU threads: the one owner of starting, pausing, resuming and
 /// stopping them. Dropping it stops and joins every thread.
 pub struct Vcpus {
@@ -75,6 +85,7 @@ pub struct Vcpus {
 #[derive(Default)]
 struct Control {
     pause: PauseState,
+    nmi: NmiRequests,
     /// Set once the VM is stopping.
     stop: AtomicBool,
 }
@@ -90,7 +101,10 @@ impl Vcpus {
     ) -> Result<Vcpus, (usize, std::io::Error)> {
         let mut started = Vcpus {
             threads: Vec::with_capacity(vcpus.len()),
-            control: Arc::new(Control::default()),
+            control: Arc::new(Control {
+                nmi: NmiRequests::new(vcpus.len()),
+                ..Control::default()
+            }),
         };
         for (index, vcpu) in vcpus.into_iter().enumerate() {
             let thread =
@@ -129,6 +143,36 @@ impl Vcpus {
         }
         self.control.pause.resume();
         Ok(())
+    }
+
+    /// Has every vCPU inject an NMI (KVM_NMI, which a vCPU's own thread
+    /// issues outside KVM_RUN), waiting at most `timeout` for them to take
+    /// it. Paused vCPUs take it as they resume.
+    pub fn nmi(&self, timeout: Duration) -> Result<(), NmiError> {
+        let nmi = &self.control.nmi;
+        let asked = nmi.ask();
+        if self.is_paused() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = nmi.pending(asked);
+            let Some(&first) = pending.first() else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                return Err(NmiError::Timeout {
+                    vcpu: first,
+                    timeout,
+                });
+            }
+            for &id in &pending {
+                if let Some(t) = self.threads.get(id) {
+                    t.kick();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Stops every vCPU thread (paused or not) and waits for it to end.
@@ -234,6 +278,49 @@ impl PauseState {
     }
 }
 
+/// NMIs asked of the vCPUs: how many were asked, and per vCPU up to
+/// which it has taken them. NMIs asked before a vCPU takes them are one
+/// NMI, as the hardware merges them.
+#[derive(Default)]
+struct NmiRequests {
+    asked: AtomicU64,
+    taken: Box<[AtomicU64]>,
+}
+
+impl NmiRequests {
+    fn new(vcpus: usize) -> Self {
+        NmiRequests {
+            asked: AtomicU64::new(0),
+            taken: (0..vcpus).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Asks every vCPU for one more NMI; returns the request's number.
+    fn ask(&self) -> u64 {
+        self.asked.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// For vCPU `id` before KVM_RUN: whether it must inject an NMI now
+    /// (it then counts as having taken every one asked so far).
+    fn take(&self, id: usize) -> bool {
+        let asked = self.asked.load(Ordering::Acquire);
+        match self.taken.get(id) {
+            Some(taken) if taken.load(Ordering::Acquire) != asked => {
+                taken.store(asked, Ordering::Release);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The vCPUs that have not taken request `n` yet.
+    fn pending(&self, n: u64) -> Vec<usize> {
+        (0..self.taken.len())
+            .filter(|&id| self.taken[id].load(Ordering::Acquire) < n)
+            .collect()
+    }
+}
+
 /// A running vCPU thread.
 struct VcpuThread {
     handle: JoinHandle<()>,
@@ -284,6 +371,11 @@ fn run(id: usize, mut vcpu: VcpuFd, ctx: &VcpuContext, control: &Control) {
         control.pause.park(stop);
         if stop.load(Ordering::Acquire) {
             break;
+        }
+        if control.nmi.take(id) {
+            if let Err(e) = vcpu.nmi() {
+                warn!("vcpu{id}: KVM_NMI failed: {e}");
+            }
         }
         let exit = match vcpu.run() {
             Ok(exit) => exit,
@@ -366,7 +458,26 @@ fn handle_exit(id: usize, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmExit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn each_vcpu_takes_an_asked_nmi_once() {
+        let nmi = NmiRequests::new(2);
+        assert!(!nmi.take(0), "nothing asked");
+        let first = nmi.ask();
+        assert_eq!(nmi.pending(first), [0, 1]);
+        assert!(nmi.take(0));
+        assert!(!nmi.take(0), "taken once");
+        assert_eq!(nmi.pending(first), [1]);
+        // Two asked before vCPU 1 runs again: one NMI, as in hardware.
+        let second = nmi.ask();
+        assert_eq!(nmi.pending(second), [0, 1]);
+        assert!(nmi.take(1));
+        assert!(!nmi.take(1));
+        assert_eq!(nmi.pending(second), [0]);
+        assert!(nmi.take(0));
+        assert!(nmi.pending(second).is_empty());
+        assert!(!nmi.take(2), "no such vCPU");
+    }
 
     #[test]
     fn pause_parks_and_resume_wakes() {

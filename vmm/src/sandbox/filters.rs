@@ -90,6 +90,7 @@ const VFIO_TYPE: u32 = b';' as u32;
 const VFIO_BASE: u32 = 100;
 
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_io_nr!(KVM_NMI, KVMIO, 0x9a);
 ioctl_io_nr!(KVM_CHECK_EXTENSION, KVMIO, 0x03);
 ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_mp_state);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
@@ -318,12 +319,13 @@ fn block_io() -> List {
         ])
 }
 
-/// The KVM and VFIO ioctls of a running guest's exits: KVM_RUN, the halt
-/// probe's reads, interrupt routing and irqfds as the guest programs
+/// The KVM and VFIO ioctls of a running guest's exits: KVM_RUN, KVM_NMI
+/// (vm.nmi), the halt probe's reads, interrupt routing and irqfds as the guest programs
 /// MSI/MSI-X, BAR moves (slots, ioeventfds), a VF's interrupts and reset.
 fn vcpu_ioctls() -> Vec<c_ulong> {
     vec![
         KVM_RUN(),
+        KVM_NMI(),
         KVM_GET_MP_STATE(),
         KVM_GET_REGS(),
         KVM_GET_VCPU_EVENTS(),
