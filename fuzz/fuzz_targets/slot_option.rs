@@ -3,28 +3,10 @@
 //! return a slot or a one-line error, never panic. A slot it accepts must
 //! print as `-s` text that parses back to the same slot, and survive the
 //! JSON the API and VM files carry.
-//!
-//! vmm is a binary crate, so its configuration modules are built here as
-//! they are, with the two host modules they name.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-
-/// vmm's `src/`, with only the modules the configuration needs.
-#[path = "../../vmm/src"]
-#[allow(dead_code, unused_imports)]
-mod vmm {
-    pub mod config;
-    pub mod memory;
-    pub mod host {
-        pub mod netlink;
-        pub mod vf;
-    }
-}
-// The paths the modules use (`crate::config`, `crate::host`, ...).
-use vmm::{config, host, memory};
-
-use config::PciSlotConfig;
+use vmm::config::PciSlotConfig;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

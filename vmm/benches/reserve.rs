@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 #[allow(dead_code, unused_imports)]
 #[path = "../src/memory.rs"]
 mod memory;
+// The path memory.rs names its page sizes by.
+use vmm::config;
 
-use memory::{HugePageSize, Reservation};
+use config::HugePageSize;
+use memory::Reservation;
 use vm_memory::GuestAddress;
 
 fn main() {

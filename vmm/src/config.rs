@@ -12,6 +12,7 @@ pub mod file;
 mod memory;
 mod settings;
 mod slot;
+mod vf;
 
 use std::fmt;
 use std::fs::File;
@@ -23,9 +24,10 @@ use serde::{Deserialize, Serialize};
 
 pub use address::{MacAddr, PciAddress, PfDevice};
 pub use cpu::CpuTopology;
-pub use memory::{parse_hugepages, MemoryConfig};
+pub use memory::{parse_hugepages, HugePageSize, MemoryConfig};
 pub use settings::{Setting, Settings, SettingsError, SlotSetting};
 pub use slot::{BlkConfig, DeviceConfig, HostDevice, PassthruConfig, PciSlotConfig, RomConfig};
+pub use vf::{VfLinkState, VfSettings};
 
 /// Default kernel command line.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";
@@ -231,6 +233,30 @@ impl VmConfig {
             })?;
         }
         Ok(())
+    }
+}
+
+impl VmConfig {
+    /// A configuration with bhyve's defaults: 1 vCPU, 256 MiB, no devices,
+    /// no console, `console=ttyS0`. Not validated.
+    pub fn new(name: impl Into<String>, kernel: impl Into<PathBuf>) -> Self {
+        VmConfig {
+            name: name.into(),
+            cpus: CpuTopology::default(),
+            memory: MemoryConfig::default(),
+            console: None,
+            slots: Vec::new(),
+            boot: BootConfig {
+                kernel: kernel.into(),
+                initrd: None,
+                cmdline: DEFAULT_CMDLINE.to_string(),
+            },
+            uuid: None,
+            oem_strings: Vec::new(),
+            api_socket: None,
+            api_group: None,
+            seccomp: SeccompMode::On,
+        }
     }
 }
 
@@ -452,7 +478,7 @@ impl fmt::Display for SeccompMode {
 }
 
 /// `--api-group GROUP`: a group name or a gid, as the gid.
-pub(crate) fn parse_api_group(s: &str) -> Result<u32, ConfigError> {
+pub fn parse_api_group(s: &str) -> Result<u32, ConfigError> {
     let err = |reason: &str| ConfigError::ApiGroup {
         value: s.to_string(),
         reason: reason.to_string(),
@@ -612,31 +638,6 @@ impl fmt::Display for ConsoleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::HugePageSize;
-
-    impl VmConfig {
-        /// A configuration with bhyve's defaults: 1 vCPU, 256 MiB, no devices,
-        /// no console, `console=ttyS0`. Not validated.
-        pub fn new(name: impl Into<String>, kernel: impl Into<PathBuf>) -> Self {
-            VmConfig {
-                name: name.into(),
-                cpus: CpuTopology::default(),
-                memory: MemoryConfig::default(),
-                console: None,
-                slots: Vec::new(),
-                boot: BootConfig {
-                    kernel: kernel.into(),
-                    initrd: None,
-                    cmdline: DEFAULT_CMDLINE.to_string(),
-                },
-                uuid: None,
-                oem_strings: Vec::new(),
-                api_socket: None,
-                api_group: None,
-                seccomp: SeccompMode::On,
-            }
-        }
-    }
 
     #[test]
     fn checks_names() {

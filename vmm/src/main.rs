@@ -6,7 +6,6 @@ mod api_server;
 mod bars;
 mod check;
 mod cli;
-mod config;
 mod console;
 mod console_output;
 mod counters;
@@ -34,6 +33,8 @@ mod vm;
 use std::process::ExitCode;
 
 use clap::Parser;
+// `crate::config` for every module, as if it were one of them.
+use vmm::config;
 
 use crate::exit::VmExit;
 

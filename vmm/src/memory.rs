@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::config::HugePageSize;
 
 const CAP_IPC_LOCK: u32 = 14;
 /// Threads by default: one per CPU vfvm may run on, at most this many
@@ -44,35 +45,17 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 /// The environment variable that sets the number of reservation threads.
 pub const THREADS_ENV: &str = "VFVM_RESERVE_THREADS";
 
-/// Huge pages backing guest RAM (`--hugepages=2M|1G`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HugePageSize {
-    /// 2 MiB pages (`--hugepages`, `--hugepages=2M`).
-    #[serde(rename = "2M")]
-    Size2M,
-    /// 1 GiB pages (`--hugepages=1G`).
-    #[serde(rename = "1G")]
-    Size1G,
+/// What guest memory needs of the host for huge pages of one size.
+trait HostPages {
+    /// The host's pool of these pages.
+    fn pool(self) -> &'static str;
+    /// The command that makes the pool `total` pages large.
+    fn fix(self, total: u64) -> String;
+    /// The `mmap` flag for this page size.
+    fn mmap_flag(self) -> libc::c_int;
 }
 
-impl HugePageSize {
-    /// The page size in bytes.
-    pub fn bytes(self) -> u64 {
-        match self {
-            HugePageSize::Size2M => 2 << 20,
-            HugePageSize::Size1G => 1 << 30,
-        }
-    }
-
-    /// The flag as the user writes it.
-    pub fn flag(self) -> &'static str {
-        match self {
-            HugePageSize::Size2M => "--hugepages",
-            HugePageSize::Size1G => "--hugepages=1G",
-        }
-    }
-
-    /// The host's pool of these pages.
+impl HostPages for HugePageSize {
     fn pool(self) -> &'static str {
         match self {
             HugePageSize::Size2M => "/sys/kernel/mm/hugepages/hugepages-2048kB",
@@ -80,7 +63,6 @@ impl HugePageSize {
         }
     }
 
-    /// The command that makes the pool `total` pages large.
     fn fix(self, total: u64) -> String {
         match self {
             HugePageSize::Size2M => format!("`echo {total} > /proc/sys/vm/nr_hugepages`"),

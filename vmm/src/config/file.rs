@@ -40,8 +40,7 @@ use toml::{Spanned, Value};
 use super::settings::{Place, Setting, Settings, SlotSetting};
 use super::slot::POSITIONAL_KEYS;
 use super::SeccompMode;
-use super::VmConfig;
-use crate::memory::HugePageSize;
+use super::{HugePageSize, VmConfig};
 
 /// A VM file that cannot be read or is not a VM file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -391,86 +390,8 @@ mod tests {
             .map_err(|e| e.to_string())
     }
 
-    const FULL: &str = r#"
-name = "guest0"
-cpus = "4,sockets=1,cores=2,threads=2"
-memory = "2G"
-hugepages = true
-console = "com1,/var/log/g.console"
-kernel = "/boot/bzImage"
-initrd = "/boot/initrd.gz"
-cmdline = "console=ttyS0 root=/dev/vda"
-uuid = "6BA7B810-9DAD-11D1-80B4-00C04FD430C8"
-oem_strings = ["io.systemd.credential:hello=world", "two words"]
-api_socket = "/run/vfvm/guest0.sock"
-seccomp = "log"
-
-[[device]]
-slot = 0
-emulation = "hostbridge"
-
-[[device]]
-slot = "4"
-emulation = "virtio-blk"
-path = "/dev/zvol/tank/g"
-ro = true
-nocache = false
-sectorsize = "512/4096"
-serial = "G1"
-
-[[device]]
-slot = "5:0"
-emulation = "passthru"
-host = "1/16/0"
-mac = "aa:88:44:00:02:01"
-vlan = 100
-spoofchk = true
-trust = false
-managed = true
-"#;
-
-    /// The flags that say what FULL says.
-    fn full_by_flags() -> VmConfig {
-        let flags: Vec<String> = [
-            "--seccomp=log",
-            "-c",
-            "4,sockets=1,cores=2,threads=2",
-            "-m",
-            "2G",
-            "--hugepages",
-            "-l",
-            "com1,/var/log/g.console",
-            "--kernel",
-            "/boot/bzImage",
-            "--initrd",
-            "/boot/initrd.gz",
-            "--cmdline",
-            "console=ttyS0 root=/dev/vda",
-            "-U",
-            "6BA7B810-9DAD-11D1-80B4-00C04FD430C8",
-            "--oem-string",
-            "io.systemd.credential:hello=world",
-            "--oem-string",
-            "two words",
-            "--api-sock",
-            "/run/vfvm/guest0.sock",
-            "-s",
-            "0,hostbridge",
-            "-s",
-            "4,virtio-blk,/dev/zvol/tank/g,ro,sectorsize=512/4096,serial=G1",
-            "-s",
-            "5:0,passthru,1/16/0,mac=aa:88:44:00:02:01,vlan=100,spoofchk=on,trust=off,managed",
-            "guest0",
-        ]
-        .map(String::from)
-        .to_vec();
-        crate::cli::run_config(&flags).unwrap()
-    }
-
-    #[test]
-    fn a_file_means_what_the_flags_mean() {
-        assert_eq!(config(FULL), Ok(full_by_flags()));
-    }
+    /// Every key of a VM file (`cli`'s tests check it means what the flags say).
+    const FULL: &str = include_str!("full-vm.toml");
 
     #[test]
     fn the_packaged_example_is_a_valid_vm_file() {
@@ -480,61 +401,8 @@ managed = true
     }
 
     #[test]
-    fn flags_override_the_file() {
-        let path = std::env::temp_dir().join(format!("vfvm-file-{}.toml", std::process::id()));
-        std::fs::write(&path, FULL).unwrap();
-        let p = path.display().to_string();
-        let run = |extra: &[&str]| {
-            let mut args = vec!["--config".to_string(), p.clone()];
-            args.extend(extra.iter().map(|s| s.to_string()));
-            crate::cli::run_config(&args)
-        };
-        assert_eq!(run(&[]), Ok(full_by_flags()));
-        let c = run(&[
-            "-m",
-            "1G",
-            "-c",
-            "2",
-            "-s",
-            "5,passthru,1/16/2",
-            "-s",
-            "6,lpc",
-            "other",
-        ])
-        .unwrap();
-        assert_eq!(
-            (c.name.as_str(), c.memory.size, c.cpus.cpus),
-            ("other", 1 << 30, 2)
-        );
-        assert_eq!(
-            c.memory.hugepages,
-            Some(HugePageSize::Size2M),
-            "the file's hugepages stay"
-        );
-        let slots: Vec<String> = c.slots.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            slots[2], "5:0,passthru,0000:01:10.2",
-            "-s at the file's slot replaces it"
-        );
-        assert_eq!(slots[3], "6:0,lpc");
-        assert_eq!(slots.len(), 4);
-        // A flag's error is the flag's; the file's errors name the file.
-        assert_eq!(
-            run(&["-m", "x"]).unwrap_err(),
-            "-m x: not a size (use a number with an optional K, M, G or T suffix, e.g. -m 512M)"
-        );
-        assert_eq!(
-            run(&["-s", "7,passthru,1/16/0"]).unwrap_err(),
-            "-s 7,passthru,1/16/0: host device 0000:01:10.0 is already passed through by \
-             -s 5:0,passthru,host=1/16/0,mac=aa:88:44:00:02:01,managed=on,spoofchk=on,trust=off,vlan=100 \
-             (each host device can be used once)"
-        );
-        let _ = std::fs::remove_file(&path);
-    }
-
-    #[test]
     fn renders_a_file_that_reads_back_the_same() {
-        let c = full_by_flags();
+        let c = config(FULL).unwrap();
         let text = render(&c);
         assert_eq!(config(&text), Ok(c.clone()), "{text}");
         assert!(text.contains("[[device]]\nslot = \"5:0\"\nemulation = \"passthru\"\nhost = \"0000:01:10.0\"\nmac = \"aa:88:44:00:02:01\"\nvlan = 100\nspoofchk = true\ntrust = false\nmanaged = true\n"), "{text}");

@@ -6,7 +6,35 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
-use crate::memory::HugePageSize;
+
+/// Huge pages backing guest RAM (`--hugepages=2M|1G`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePageSize {
+    /// 2 MiB pages (`--hugepages`, `--hugepages=2M`).
+    #[serde(rename = "2M")]
+    Size2M,
+    /// 1 GiB pages (`--hugepages=1G`).
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+impl HugePageSize {
+    /// The page size in bytes.
+    pub fn bytes(self) -> u64 {
+        match self {
+            HugePageSize::Size2M => 2 << 20,
+            HugePageSize::Size1G => 1 << 30,
+        }
+    }
+
+    /// The flag as the user writes it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            HugePageSize::Size2M => "--hugepages",
+            HugePageSize::Size1G => "--hugepages=1G",
+        }
+    }
+}
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;

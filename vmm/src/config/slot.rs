@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use devices::virtio::block::{check_sector_sizes, SectorSizeError, MAX_QUEUES};
 
-use super::{ConfigError, PciAddress, PfDevice, SlotConflict};
-use crate::host::vf::VfSettings;
+use super::{ConfigError, PciAddress, PfDevice, SlotConflict, VfSettings};
 
 /// Emulations accepted by `-s`, for error messages.
 const EMULATIONS: &str = "hostbridge, lpc, virtio-blk, passthru";
