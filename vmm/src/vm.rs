@@ -60,6 +60,10 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { what, source }
 }
 
+fn bus_err(what: &'static str) -> impl FnOnce(devices::bus::Error) -> Error {
+    move |source| Error::Bus { what, source }
+}
+
 /// What building a PCI device needs of the VM (at boot or hot-added).
 #[derive(Clone)]
 pub struct DeviceContext {
@@ -181,10 +185,7 @@ impl Vm {
         )));
         self.pio
             .insert(serial.clone(), COM1_PORT, UART_LEN)
-            .map_err(|source| Error::Bus {
-                what: "COM1",
-                source,
-            })?;
+            .map_err(bus_err("COM1"))?;
         Ok((serial, ready))
     }
 
@@ -199,10 +200,7 @@ impl Vm {
         ));
         self.pio
             .insert(cmos.clone(), CMOS_PORT, CMOS_LEN)
-            .map_err(|source| Error::Bus {
-                what: "CMOS RTC",
-                source,
-            })?;
+            .map_err(bus_err("CMOS RTC"))?;
         Ok(CmosTimer(cmos))
     }
 
@@ -220,10 +218,7 @@ impl Vm {
         let acpi = AcpiPower::new(handler(self.exit.clone()));
         self.pio
             .insert(Arc::new(Mutex::new(acpi)), u64::from(layout::PM_PORT), 1)
-            .map_err(|source| Error::Bus {
-                what: "ACPI power register",
-                source,
-            })?;
+            .map_err(bus_err("ACPI power register"))?;
         let i8042 = I8042Reset::new(handler(self.exit.clone()));
         self.pio
             .insert(
@@ -231,10 +226,7 @@ impl Vm {
                 u64::from(layout::I8042_COMMAND_PORT),
                 1,
             )
-            .map_err(|source| Error::Bus {
-                what: "i8042",
-                source,
-            })
+            .map_err(bus_err("i8042"))
     }
 
     /// Adds the ACPI Generic Event Device: its status register on the MMIO
@@ -252,10 +244,7 @@ impl Vm {
                 layout::GED_START.0,
                 GED_REGISTER_LEN,
             )
-            .map_err(|source| Error::Bus {
-                what: "ACPI GED",
-                source,
-            })?;
+            .map_err(bus_err("ACPI GED"))?;
         Ok(ged)
     }
 
@@ -270,10 +259,7 @@ impl Vm {
                 layout::PCIHP_START.0,
                 PCIHP_REGISTERS_LEN,
             )
-            .map_err(|source| Error::Bus {
-                what: "PCI hotplug controller",
-                source,
-            })?;
+            .map_err(bus_err("PCI hotplug controller"))?;
         Ok(hotplug)
     }
 
@@ -285,19 +271,13 @@ impl Vm {
                 u64::from(layout::PCI_CONFIG_PORT),
                 CONFIG_IO_LEN,
             )
-            .map_err(|source| Error::Bus {
-                what: "PCI config ports",
-                source,
-            })?;
+            .map_err(bus_err("PCI config ports"))?;
         self.mmio
             .insert(
                 Arc::new(Mutex::new(ConfigMmio::new(root))),
                 layout::ECAM_START.0,
                 ConfigMmio::LEN.min(layout::ECAM_SIZE),
             )
-            .map_err(|source| Error::Bus {
-                what: "PCI ECAM",
-                source,
-            })
+            .map_err(bus_err("PCI ECAM"))
     }
 }
