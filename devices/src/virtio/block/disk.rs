@@ -160,18 +160,13 @@ impl Disk {
         if !self.needs_bounce(bufs) {
             return transfer(&self.file, bufs, offset, Direction::Read);
         }
-        let mut bounce = AlignedBuf::new(BOUNCE_CHUNK, self.direct_align.unwrap_or(1));
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut done = 0;
-        while done < total {
-            let chunk = bounce.get(BOUNCE_CHUNK.min(total - done));
+        self.bounced(bufs, |chunk, done| {
             self.file.read_exact_at(chunk, offset + done as u64)?;
             for_each_piece(bufs, done, chunk.len(), |slice, at| {
                 slice.copy_from(&chunk[at..at + slice.len()]);
             });
-            done += chunk.len();
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Writes `bufs` to the image at `offset`.
@@ -179,15 +174,28 @@ impl Disk {
         if !self.needs_bounce(bufs) {
             return transfer(&self.file, bufs, offset, Direction::Write);
         }
+        self.bounced(bufs, |chunk, done| {
+            for_each_piece(bufs, done, chunk.len(), |slice, at| {
+                slice.copy_to(&mut chunk[at..at + slice.len()]);
+            });
+            self.file.write_all_at(chunk, offset + done as u64)
+        })
+    }
+
+    /// Runs `step` on each chunk of the aligned bounce buffer that `bufs`
+    /// go through (O_DIRECT with unaligned guest buffers), with the chunk's
+    /// offset into `bufs`.
+    fn bounced(
+        &self,
+        bufs: &[VolatileSlice<'_>],
+        mut step: impl FnMut(&mut [u8], usize) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut bounce = AlignedBuf::new(BOUNCE_CHUNK, self.direct_align.unwrap_or(1));
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let mut done = 0;
         while done < total {
             let chunk = bounce.get(BOUNCE_CHUNK.min(total - done));
-            for_each_piece(bufs, done, chunk.len(), |slice, at| {
-                slice.copy_to(&mut chunk[at..at + slice.len()]);
-            });
-            self.file.write_all_at(chunk, offset + done as u64)?;
+            step(chunk, done)?;
             done += chunk.len();
         }
         Ok(())
