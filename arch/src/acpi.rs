@@ -895,6 +895,17 @@ mod tests {
         assert_eq!(&mcfg[52..56], &[0, 0, 0, 0], "segment 0, buses 0..0");
     }
 
+    /// `OperationRegion(NAME, SystemMemory, address, len)` as AML (a
+    /// DWord address, a byte length).
+    fn memory_region(name: &[u8; 4], address: u32, len: u8) -> Vec<u8> {
+        let mut aml = vec![0x5b, 0x80];
+        aml.extend_from_slice(name);
+        aml.extend_from_slice(&[0, 0x0c]);
+        aml.extend_from_slice(&address.to_le_bytes());
+        aml.extend_from_slice(&[0x0a, len]);
+        aml
+    }
+
     /// Whether `needle` occurs in `haystack`.
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         haystack.windows(needle.len()).any(|w| w == needle)
@@ -969,11 +980,7 @@ mod tests {
         assert!(contains(aml, &0x0c0c_d041u32.to_le_bytes()));
         // Extended IRQ 9, consumer, edge, active high, exclusive.
         assert!(contains(aml, &[0x89, 6, 0, 0x03, 1, 9, 0, 0, 0]));
-        // OperationRegion(GDST, SystemMemory, 0xfeb00000, 4).
-        let mut region = vec![0x5b, 0x80, b'G', b'D', b'S', b'T', 0, 0x0c];
-        region.extend_from_slice(&0xfeb0_0000u32.to_le_bytes());
-        region.extend_from_slice(&[0x0a, 4]);
-        assert!(contains(aml, &region));
+        assert!(contains(aml, &memory_region(b"GDST", 0xfeb0_0000, 4)));
         // _EVT: one argument, serialized.
         assert!(contains(aml, b"_EVT\x09"));
         // Local0 = GDAT; per event: And(Local0, bit, Local1),
@@ -1029,11 +1036,7 @@ mod tests {
             assert!(contains(aml, name), "{}", String::from_utf8_lossy(name));
         }
         assert!(!contains(aml, b"S007"), "only the slots asked for");
-        // OperationRegion(PCST, SystemMemory, 0xfeb01000, 16).
-        let mut region = vec![0x5b, 0x80, b'P', b'C', b'S', b'T', 0, 0x0c];
-        region.extend_from_slice(&0xfeb0_1000u32.to_le_bytes());
-        region.extend_from_slice(&[0x0a, 16]);
-        assert!(contains(aml, &region));
+        assert!(contains(aml, &memory_region(b"PCST", 0xfeb0_1000, 16)));
         // Slot 6: Name(_ADR, 0x60000), Name(_SUN, 6).
         assert!(contains(aml, b"\x08_ADR\x0c\x00\x00\x06\x00"));
         assert!(contains(aml, b"\x08_SUN\x0a\x06"));
