@@ -43,6 +43,31 @@ pub trait MsiVectors: Send + Sync {
     }
 }
 
+/// Brings `vector` in line with what the guest programmed: routed to the
+/// message of a `live` vector and connected (re-routed on every change:
+/// Linux rewrites an unmasked vector's message when it moves an IRQ), and
+/// disconnected once it is no longer live. `connected` says whether it is;
+/// a failure leaves it as it was and is logged under `what` (`msix`, `msi`).
+pub fn sync_vector(
+    vectors: &dyn MsiVectors,
+    vector: usize,
+    live: Option<MsiMessage>,
+    connected: &mut bool,
+    what: &str,
+) {
+    let result = match live {
+        Some(msg) => vectors
+            .set_route(vector, msg)
+            .and_then(|()| vectors.set_enabled(vector, true)),
+        None if *connected => vectors.set_enabled(vector, false),
+        None => Ok(()),
+    };
+    match result {
+        Ok(()) => *connected = live.is_some(),
+        Err(e) => log::warn!("{what}: vector {vector}: {e}"),
+    }
+}
+
 /// An edge-triggered legacy interrupt line: an eventfd the VMM registers as
 /// an irqfd on an IOAPIC pin.
 pub struct IrqLine(pub EventFd);

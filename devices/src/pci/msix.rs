@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use log::warn;
 
-use crate::interrupt::{MsiMessage, MsiVectors};
+use crate::interrupt::{sync_vector, MsiMessage, MsiVectors};
 
 /// Bytes per MSI-X table entry.
 pub const MSIX_ENTRY_SIZE: u64 = 16;
@@ -180,23 +180,14 @@ impl Msix {
     }
 
     fn sync(&mut self, index: usize) {
-        let e = self.entries[index];
-        let live = self.is_live(index);
-        let result = if live {
-            // Re-route on every change while live: Linux rewrites the
-            // message of an unmasked vector when it moves an IRQ.
-            self.vectors
-                .set_route(index, e.message())
-                .and_then(|()| self.vectors.set_enabled(index, true))
-        } else if self.connected[index] {
-            self.vectors.set_enabled(index, false)
-        } else {
-            Ok(())
-        };
-        match result {
-            Ok(()) => self.connected[index] = live,
-            Err(err) => warn!("msix: vector {index}: {err}"),
-        }
+        let live = self.is_live(index).then(|| self.entries[index].message());
+        sync_vector(
+            &*self.vectors,
+            index,
+            live,
+            &mut self.connected[index],
+            "msix",
+        );
     }
 }
 

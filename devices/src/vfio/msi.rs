@@ -8,10 +8,8 @@
 
 use std::sync::Arc;
 
-use log::warn;
-
 use super::{le16, le32};
-use crate::interrupt::{MsiMessage, MsiVectors};
+use crate::interrupt::{sync_vector, MsiMessage, MsiVectors};
 
 const CONTROL_ENABLE: u16 = 1;
 const CONTROL_64BIT: u16 = 1 << 7;
@@ -101,19 +99,8 @@ impl Msi {
                 address,
                 data: data & !(count as u32 - 1) | i as u32,
             };
-            let result = if live {
-                self.vectors
-                    .set_route(i, msg)
-                    .and_then(|()| self.vectors.set_enabled(i, true))
-            } else if self.connected[i] {
-                self.vectors.set_enabled(i, false)
-            } else {
-                Ok(())
-            };
-            match result {
-                Ok(()) => self.connected[i] = live,
-                Err(e) => warn!("msi: vector {i}: {e}"),
-            }
+            let live = live.then_some(msg);
+            sync_vector(&*self.vectors, i, live, &mut self.connected[i], "msi");
         }
         (active != self.active).then(|| {
             self.active = active;
