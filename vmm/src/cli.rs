@@ -1136,11 +1136,13 @@ mod vm_file_tests {
             run(&["-m", "x"]).unwrap_err(),
             "-m x: not a size (use a number with an optional K, M, G or T suffix, e.g. -m 512M)"
         );
+        // A device from the file is named by where the file has it.
         assert_eq!(
             run(&["-s", "7,passthru,1/16/0"]).unwrap_err(),
-            "-s 7,passthru,1/16/0: host device 0000:01:10.0 is already passed through by \
-             -s 5:0,passthru,host=1/16/0,mac=aa:88:44:00:02:01,managed=on,spoofchk=on,trust=off,vlan=100 \
-             (each host device can be used once)"
+            format!(
+                "-s 7,passthru,1/16/0: host device 0000:01:10.0 is already passed through by \
+                 device[2] at {p}:27 (each host device can be used once)"
+            )
         );
         let _ = std::fs::remove_file(&path);
     }

@@ -99,29 +99,41 @@ pub enum ConfigError {
     MacAddr { value: String, reason: String },
 }
 
-/// Why a `-s` value cannot be beside the others (the `-s` it names is the
-/// one given first).
+/// Why a `-s` value cannot be beside the others. `first` names the one
+/// given first: `-s TEXT`, or where a VM file has it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlotConflict {
     /// Two at one slot:function.
-    #[error("slot {slot}:{function} is already used by -s {first} (pick a free slot)")]
+    #[error("slot {slot}:{function} is already used by {first} (pick a free slot)")]
     InUse {
         slot: u8,
         function: u8,
         first: String,
     },
     /// A second hostbridge or lpc.
-    #[error("only one {emulation} is allowed (already -s {first})")]
+    #[error("only one {emulation} is allowed (already {first})")]
     SecondOne {
         emulation: &'static str,
         first: String,
     },
     /// The same host device passed through twice.
-    #[error("host device {host} is already passed through by -s {first} (each host device can be used once)")]
+    #[error("host device {host} is already passed through by {first} (each host device can be used once)")]
     HostTwice { host: PciAddress, first: String },
     /// A function above 0 in a slot without function 0.
     #[error("slot {slot} has function {function} but no function 0 (PCI needs function 0: add -s {slot}:0,...)")]
     NoFunctionZero { slot: u8, function: u8 },
+}
+
+impl SlotConflict {
+    /// How the slot given first is named, if the conflict has one.
+    pub fn first_mut(&mut self) -> Option<&mut String> {
+        match self {
+            SlotConflict::InUse { first, .. }
+            | SlotConflict::SecondOne { first, .. }
+            | SlotConflict::HostTwice { first, .. } => Some(first),
+            SlotConflict::NoFunctionZero { .. } => None,
+        }
+    }
 }
 
 /// Everything needed to build and boot one VM.

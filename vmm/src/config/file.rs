@@ -449,7 +449,7 @@ mod tests {
              "vm.toml:8: device[0]: sectorsize: the physical size must be at least the logical one (e.g. sectorsize=512/4096)"),
             ("\n[[device]]\nslot = 4\nemulation = \"lpc\"\nx = 1.5\n", "vm.toml:7: device[0].x: expected a string, a number or true/false, not float"),
             ("\n[[device]]\nslot = 0\nemulation = \"hostbridge\"\n\n[[device]]\nslot = \"0:0\"\nemulation = \"lpc\"\n",
-             "vm.toml:8: device[1]: slot 0:0 is already used by -s 0,hostbridge (pick a free slot)"),
+             "vm.toml:8: device[1]: slot 0:0 is already used by device[0] at vm.toml:4 (pick a free slot)"),
         ];
         for (extra, want) in cases {
             let text = format!("{base}{extra}");

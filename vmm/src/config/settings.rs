@@ -304,7 +304,22 @@ impl Settings {
             api_group,
             seccomp,
         };
-        config.validate().map_err(|error| {
+        config.validate().map_err(|mut error| {
+            // A device a VM file gave first is named by its entry there,
+            // not by the -s text made of it.
+            if let ConfigError::SlotConflict { conflict, .. } = &mut error {
+                if let Some(first) = conflict.first_mut() {
+                    let entry = self
+                        .slots
+                        .iter()
+                        .find(|s| format!("-s {}", s.text.value) == *first)
+                        .and_then(|s| s.text.place.as_ref());
+                    if let Some(place) = entry {
+                        *first =
+                            format!("{} at {}:{}", place.key, place.file.display(), place.line);
+                    }
+                }
+            }
             // The setting the error is about; for two devices, the second.
             let slot_place = |label: &str| {
                 self.slots

@@ -719,7 +719,7 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
                 SlotConflict::InUse {
                     slot: slot.slot,
                     function: slot.function,
-                    first: first.to_string(),
+                    first: format!("-s {first}"),
                 },
             );
         }
@@ -731,7 +731,7 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
                         arg,
                         SlotConflict::SecondOne {
                             emulation,
-                            first: first.to_string(),
+                            first: format!("-s {first}"),
                         },
                     );
                 }
@@ -745,7 +745,7 @@ pub(super) fn check_slots(slots: &[PciSlotConfig]) -> Result<(), ConfigError> {
                         arg,
                         SlotConflict::HostTwice {
                             host: *host,
-                            first: first.to_string(),
+                            first: format!("-s {first}"),
                         },
                     );
                 }
