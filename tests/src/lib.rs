@@ -453,6 +453,15 @@ impl Run {
             .map(|(_, v)| v)
     }
 
+    /// The value of marker `key`, which the scenario must have printed.
+    ///
+    /// # Panics
+    /// If there is no such marker: the panic names the key and the log.
+    pub fn expect_marker(&self, key: &str) -> &str {
+        self.marker(key)
+            .unwrap_or_else(|| panic!("no marker {key}; see {}", self.log_path.display()))
+    }
+
     /// All markers whose key starts with `prefix`, as (key, value), in the
     /// order they were printed.
     pub fn markers(&self, prefix: &str) -> Vec<(&str, &str)> {

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use vfvm_tests::{Run, Testbed};
+use vfvm_tests::Testbed;
 
 /// The guest: for each `SLOT.FN` of `nics=` on the command line, report
 /// the function's identity and driver, its interrupt as /proc/interrupts
@@ -111,11 +111,6 @@ marker host.err.mac "$st $(tail -n 1 /tmp/err.txt)"
 marker host.nic_driver "$(basename "$(readlink /sys/bus/pci/devices/$nic/driver)")"
 "#;
 
-fn marker<'a>(run: &'a Run, key: &str) -> &'a str {
-    run.marker(key)
-        .unwrap_or_else(|| panic!("no marker {key}; see {}", run.log_path().display()))
-}
-
 #[test]
 fn e1000_intx_io_bar_rom_and_multifunction_with_a_vf() {
     let run = Testbed::new()
@@ -125,8 +120,8 @@ fn e1000_intx_io_bar_rom_and_multifunction_with_a_vf() {
         .timeout(Duration::from_secs(600))
         .run()
         .unwrap();
-    assert_eq!(marker(&run, "host.nic"), "8086:100e");
-    let host_rom = marker(&run, "host.rom");
+    assert_eq!(run.expect_marker("host.nic"), "8086:100e");
+    let host_rom = run.expect_marker("host.rom");
     assert_ne!(
         host_rom, "d41d8cd98f00b204e9800998ecf8427e",
         "the host's ROM is empty"
@@ -134,22 +129,22 @@ fn e1000_intx_io_bar_rom_and_multifunction_with_a_vf() {
 
     // The e1000 alone at slot 6: its driver, INTx through the IOAPIC (no
     // MSI), no loss, and the ROM the host has.
-    assert_eq!(marker(&run, "a.06.0.dev"), "8086:100e e1000");
-    let irq = marker(&run, "a.06.0.irq");
+    assert_eq!(run.expect_marker("a.06.0.dev"), "8086:100e e1000");
+    let irq = run.expect_marker("a.06.0.irq");
     assert!(
         irq.contains("IO-APIC") && irq.contains("fasteoi"),
         "a level IOAPIC interrupt: {irq}"
     );
-    assert_eq!(marker(&run, "a.06.0.msi"), "0");
-    assert_eq!(marker(&run, "a.06.0.loss"), "0");
+    assert_eq!(run.expect_marker("a.06.0.msi"), "0");
+    assert_eq!(run.expect_marker("a.06.0.loss"), "0");
     assert_eq!(
-        marker(&run, "a.06.0.rom"),
+        run.expect_marker("a.06.0.rom"),
         host_rom,
         "guest's ROM vs host's"
     );
     // Interrupts cost no exits to userspace: the device's registers are
     // mapped, INTx is a resampling irqfd and the IOAPIC is in the kernel.
-    let interrupts: u64 = marker(&run, "a.06.0.intr").parse().unwrap();
+    let interrupts: u64 = run.expect_marker("a.06.0.intr").parse().unwrap();
     assert!(
         interrupts >= 10,
         "{interrupts} e1000 interrupts for 10 pings"
@@ -177,26 +172,26 @@ fn e1000_intx_io_bar_rom_and_multifunction_with_a_vf() {
         io < interrupts.max(100),
         "{io} port exits: more than a console line"
     );
-    assert_eq!(marker(&run, "host.a.status"), "1", "powered off");
+    assert_eq!(run.expect_marker("host.a.status"), "1", "powered off");
 
     // A VF and the e1000 as functions 0 and 1 of slot 5; rom=off hides
     // the e1000's ROM.
-    assert_eq!(marker(&run, "b.05.0.dev"), "8086:10ca igbvf");
-    let vf_vectors: u32 = marker(&run, "b.05.0.msi").parse().unwrap();
+    assert_eq!(run.expect_marker("b.05.0.dev"), "8086:10ca igbvf");
+    let vf_vectors: u32 = run.expect_marker("b.05.0.msi").parse().unwrap();
     assert!(vf_vectors > 0, "the VF uses MSI-X");
-    assert_eq!(marker(&run, "b.05.0.loss"), "0");
-    assert_eq!(marker(&run, "b.05.1.dev"), "8086:100e e1000");
-    assert_eq!(marker(&run, "b.05.1.loss"), "0");
-    assert_eq!(marker(&run, "b.05.1.rom"), "none");
-    assert_eq!(marker(&run, "host.b.status"), "1", "powered off");
+    assert_eq!(run.expect_marker("b.05.0.loss"), "0");
+    assert_eq!(run.expect_marker("b.05.1.dev"), "8086:100e e1000");
+    assert_eq!(run.expect_marker("b.05.1.loss"), "0");
+    assert_eq!(run.expect_marker("b.05.1.rom"), "none");
+    assert_eq!(run.expect_marker("host.b.status"), "1", "powered off");
 
     // VF settings on a function that is no VF: one line that says so.
-    let err = marker(&run, "host.err.mac");
+    let err = run.expect_marker("host.err.mac");
     assert!(
         err.starts_with(
             "4 vfvm: error: -s 6,passthru,0000:00:06.0,mac=aa:88:44:00:02:09: not an SR-IOV VF (no physfn link), so mac= cannot be applied: remove it"
         ),
         "{err}"
     );
-    assert_eq!(marker(&run, "host.nic_driver"), "vfio-pci");
+    assert_eq!(run.expect_marker("host.nic_driver"), "vfio-pci");
 }

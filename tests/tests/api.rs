@@ -172,7 +172,7 @@ fn ctl_and_api_with_a_vf_and_a_disk() {
         .timeout(Duration::from_secs(600))
         .run()
         .unwrap();
-    let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+    let m = |k: &str| run.expect_marker(k);
 
     let notsock = m("host.notsock");
     assert!(
@@ -552,7 +552,7 @@ fn cloud_hypervisors_ch_remote() {
         .timeout(Duration::from_secs(900))
         .run()
         .unwrap();
-    let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+    let m = |k: &str| run.expect_marker(k);
     let vfs: Vec<&str> = m("host.vfs").split_whitespace().collect();
 
     // Reads: Cloud Hypervisor's field names.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use vfvm_tests::{Run, Testbed};
+use vfvm_tests::Testbed;
 
 const GUEST_CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
@@ -144,59 +144,63 @@ fn guest_writes_reads_ro_two_slots_and_discard() {
     assert_eq!(run.marker("guest.vda.ro"), Some("0"));
 
     // The guest read the host's image exactly; nothing wrote to it.
-    let r = marker(&run, "host.r.md5");
+    let r = run.expect_marker("host.r.md5");
     assert_eq!(
-        marker(&run, "guest.vdb.md5"),
+        run.expect_marker("guest.vdb.md5"),
         r,
         "guest's checksum of r.img"
     );
-    assert_eq!(marker(&run, "host.r.md5_after"), r, "r.img changed");
+    assert_eq!(run.expect_marker("host.r.md5_after"), r, "r.img changed");
 
     // The guest's writes landed exactly where it put them, nothing else
     // changed, and the guest reads back what the host has.
-    let expected = marker(&run, "host.expected.md5");
+    let expected = run.expect_marker("host.expected.md5");
     assert_eq!(
-        marker(&run, "host.w.md5"),
+        run.expect_marker("host.w.md5"),
         expected,
         "w.img vs expected image"
     );
-    assert_eq!(marker(&run, "guest.vda.md5"), expected, "guest's read-back");
+    assert_eq!(
+        run.expect_marker("guest.vda.md5"),
+        expected,
+        "guest's read-back"
+    );
     assert_eq!(run.marker("host.w.size"), Some("8388608"));
 
     // Read-only: the guest sees it, its write fails, the image is intact.
-    let ro = marker(&run, "host.ro.md5");
+    let ro = run.expect_marker("host.ro.md5");
     assert_eq!(run.marker("guest.ro.ro"), Some("1"));
     assert_eq!(
-        marker(&run, "guest.ro.md5"),
+        run.expect_marker("guest.ro.md5"),
         ro,
         "guest's checksum of ro.img"
     );
-    let w = marker(&run, "guest.ro.write");
+    let w = run.expect_marker("guest.ro.write");
     assert!(w.starts_with("failed"), "write to the ro disk: {w}");
-    assert_eq!(marker(&run, "host.ro.md5_after"), ro, "ro.img changed");
+    assert_eq!(run.expect_marker("host.ro.md5_after"), ro, "ro.img changed");
 
     // Discard: advertised, the range reads as zeros in the guest, its blocks
     // left the host file, the rest of the file is intact.
-    let max: u64 = marker(&run, "guest.disc.max_bytes").parse().unwrap();
+    let max: u64 = run.expect_marker("guest.disc.max_bytes").parse().unwrap();
     assert!(max > 0, "discard_max_bytes {max}");
     // md5 of 8 MiB of zeros.
     assert_eq!(
-        marker(&run, "guest.disc.head_md5"),
+        run.expect_marker("guest.disc.head_md5"),
         "96995b58d4cbf6aaa9041b4f00c7f6ae"
     );
-    let tail = marker(&run, "host.d.tail_md5");
-    assert_eq!(marker(&run, "guest.disc.tail_md5"), tail);
-    assert_eq!(marker(&run, "host.d.tail_md5_after"), tail);
+    let tail = run.expect_marker("host.d.tail_md5");
+    assert_eq!(run.expect_marker("guest.disc.tail_md5"), tail);
+    assert_eq!(run.expect_marker("host.d.tail_md5_after"), tail);
     assert_eq!(run.marker("host.d.size_after"), Some("16777216"));
-    let before: u64 = marker(&run, "host.d.blocks_before").parse().unwrap();
-    let after: u64 = marker(&run, "host.d.blocks_after").parse().unwrap();
+    let before: u64 = run.expect_marker("host.d.blocks_before").parse().unwrap();
+    let after: u64 = run.expect_marker("host.d.blocks_after").parse().unwrap();
     assert!(before >= 32768, "d.img allocated {before} blocks before");
     assert!(
         after <= before - 16384,
         "d.img blocks {before} -> {after}: 8 MiB should have been released"
     );
-    let du_before: u64 = marker(&run, "host.d.du_before").parse().unwrap();
-    let du_after: u64 = marker(&run, "host.d.du_after").parse().unwrap();
+    let du_before: u64 = run.expect_marker("host.d.du_before").parse().unwrap();
+    let du_after: u64 = run.expect_marker("host.d.du_after").parse().unwrap();
     assert!(
         du_after <= du_before - 8192,
         "du -k {du_before} -> {du_after}"
@@ -267,9 +271,4 @@ fn bad_disks_are_one_line_errors() {
     ] {
         run.assert_error(name, &[path, what]);
     }
-}
-
-fn marker<'a>(run: &'a Run, key: &str) -> &'a str {
-    run.marker(key)
-        .unwrap_or_else(|| panic!("no marker {key}; console: {}", run.log_path().display()))
 }

@@ -197,7 +197,7 @@ fn vf_and_disk_hotplug() {
         .timeout(Duration::from_secs(900))
         .run()
         .unwrap();
-    let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+    let m = |k: &str| run.expect_marker(k);
     let vfs: Vec<&str> = m("host.vfs").split_whitespace().collect();
     let vf0 = vfs[0];
     let loss = |v: &str| v.split_whitespace().nth(1).map(str::to_string);

@@ -46,17 +46,12 @@ fn conf(device: &str) -> String {
     )
 }
 
-fn marker<'a>(run: &'a Run, key: &str) -> &'a str {
-    run.marker(key)
-        .unwrap_or_else(|| panic!("no marker {key}; see {}", run.log_path().display()))
-}
-
 /// Asserts that `tag` failed with status 1 and one stderr line that
 /// contains every string of `wants`.
 fn refused(run: &Run, tag: &str, wants: &[&str]) {
-    let err = marker(run, &format!("host.{tag}.err"));
+    let err = run.expect_marker(&format!("host.{tag}.err"));
     assert_eq!(
-        marker(run, &format!("host.{tag}.status")),
+        run.expect_marker(&format!("host.{tag}.status")),
         "1",
         "{tag}: {err}"
     );
@@ -67,7 +62,7 @@ fn refused(run: &Run, tag: &str, wants: &[&str]) {
         assert!(line.contains(want), "{tag}: {line:?} lacks {want:?}");
     }
     assert_eq!(
-        marker(run, &format!("host.{tag}.numvfs")),
+        run.expect_marker(&format!("host.{tag}.numvfs")),
         "0",
         "{tag}: the host changed"
     );
@@ -142,7 +137,7 @@ fn iov_create_show_vm_delete_and_refusals() {
         .unwrap();
 
     // Refusals, each naming FILE:LINE:COLUMN and leaving sriov_numvfs at 0.
-    let line = marker(&run, "host.line_of_error");
+    let line = run.expect_marker("host.line_of_error");
     assert_eq!(line, "7");
     refused(
         &run,
@@ -176,16 +171,20 @@ fn iov_create_show_vm_delete_and_refusals() {
         "key",
         &["/tmp/key.conf:13:", "'passthru'", "expected a VF key"],
     );
-    assert_eq!(marker(&run, "host.dry.status"), "0");
-    let dry = marker(&run, "host.dry.out");
+    assert_eq!(run.expect_marker("host.dry.status"), "0");
+    let dry = run.expect_marker("host.dry.out");
     assert!(
         dry.contains("would set sriov_numvfs 3")
             && dry.contains("would set VF-0: bind to vfio-pci"),
         "{dry}"
     );
-    assert_eq!(marker(&run, "host.dry.numvfs"), "0", "-n changes nothing");
     assert_eq!(
-        marker(&run, "host.check_before"),
+        run.expect_marker("host.dry.numvfs"),
+        "0",
+        "-n changes nothing"
+    );
+    assert_eq!(
+        run.expect_marker("host.check_before"),
         "0",
         "vfvm check passes in the emulated host"
     );
@@ -193,40 +192,41 @@ fn iov_create_show_vm_delete_and_refusals() {
     // Created: VF-0 passthrough on vfio-pci with its MAC and trust, VF-1 on
     // igbvf with its MAC, VF-2 the defaults (trust from DEFAULT).
     assert_eq!(
-        marker(&run, "host.create.status"),
+        run.expect_marker("host.create.status"),
         "0",
         "{}",
-        marker(&run, "host.create.err")
+        run.expect_marker("host.create.err")
     );
-    assert_eq!(marker(&run, "host.create.numvfs"), "3");
-    assert_eq!(marker(&run, "host.vf0.driver"), "vfio-pci");
-    assert_eq!(marker(&run, "host.vf1.driver"), "igbvf");
-    assert_eq!(marker(&run, "host.vf2.driver"), "igbvf");
-    let vf0 = marker(&run, "host.vf0.line");
+    assert_eq!(run.expect_marker("host.create.numvfs"), "3");
+    assert_eq!(run.expect_marker("host.vf0.driver"), "vfio-pci");
+    assert_eq!(run.expect_marker("host.vf1.driver"), "igbvf");
+    assert_eq!(run.expect_marker("host.vf2.driver"), "igbvf");
+    let vf0 = run.expect_marker("host.vf0.line");
     assert!(
         vf0.contains("aa:88:44:00:03:00")
             && vf0.contains("spoof checking on")
             && vf0.contains("trust on"),
         "{vf0}"
     );
-    let vf1 = marker(&run, "host.vf1.line");
+    let vf1 = run.expect_marker("host.vf1.line");
     assert!(
         vf1.contains("aa:88:44:00:03:01") && vf1.contains("trust on"),
         "{vf1}"
     );
-    let vf2 = marker(&run, "host.vf2.line");
+    let vf2 = run.expect_marker("host.vf2.line");
     assert!(
         vf2.contains("spoof checking on") && vf2.contains("trust on") && !vf2.contains("vlan"),
         "{vf2}"
     );
     // Twice: nothing to change.
-    assert_eq!(marker(&run, "host.again.status"), "0");
+    assert_eq!(run.expect_marker("host.again.status"), "0");
     assert!(
-        marker(&run, "host.again.out").contains("nothing to change"),
+        run.expect_marker("host.again.out")
+            .contains("nothing to change"),
         "{}",
-        marker(&run, "host.again.out")
+        run.expect_marker("host.again.out")
     );
-    let show = marker(&run, "host.show.out");
+    let show = run.expect_marker("host.show.out");
     assert!(
         show.contains("0000:01:10.0  vfio-pci  aa:88:44:00:03:00"),
         "{show}"
@@ -235,23 +235,25 @@ fn iov_create_show_vm_delete_and_refusals() {
         show.contains("passthrough") && show.contains("0000:01:10.2  igbvf     aa:88:44:00:03:01"),
         "{show}"
     );
-    let json = marker(&run, "host.json.out");
+    let json = run.expect_marker("host.json.out");
     assert!(
         json.contains("\"use\": \"passthrough\"") && json.contains("\"iommu_group\""),
         "{json}"
     );
-    let schema = marker(&run, "host.schema.out");
+    let schema = run.expect_marker("host.schema.out");
     assert!(
         schema.contains("passthrough : bool (default = false)") && !schema.contains("link-state"),
         "{schema}"
     );
     assert_eq!(
-        marker(&run, "host.check.status"),
+        run.expect_marker("host.check.status"),
         "0",
         "{}",
-        marker(&run, "host.check.out")
+        run.expect_marker("host.check.out")
     );
-    assert!(marker(&run, "host.check.out").contains("OK   -s 5,passthru,0000:01:10.0: "));
+    assert!(run
+        .expect_marker("host.check.out")
+        .contains("OK   -s 5,passthru,0000:01:10.0: "));
 
     // The VM on VF-0 pinged the PF with the file's MAC; show named it;
     // delete refused to remove its VF.
@@ -259,25 +261,27 @@ fn iov_create_show_vm_delete_and_refusals() {
     assert_eq!(run.marker("guest.mac"), Some("aa:88:44:00:03:00"));
     assert_eq!(run.marker("guest.loss"), Some("0"));
     assert_eq!(run.marker("host.vm.status"), Some("1"), "guest powered off");
-    let busy = marker(&run, "host.busy_show.out");
+    let busy = run.expect_marker("host.busy_show.out");
     assert!(busy.contains("vmone (pid "), "{busy}");
-    assert_eq!(marker(&run, "host.busy_delete.status"), "1");
-    assert!(marker(&run, "host.busy_delete.err").contains("in use by VM vmone"));
-    assert_eq!(marker(&run, "host.busy_delete.numvfs"), "3");
+    assert_eq!(run.expect_marker("host.busy_delete.status"), "1");
+    assert!(run
+        .expect_marker("host.busy_delete.err")
+        .contains("in use by VM vmone"));
+    assert_eq!(run.expect_marker("host.busy_delete.numvfs"), "3");
     assert_eq!(
-        marker(&run, "host.delete.status"),
+        run.expect_marker("host.delete.status"),
         "0",
         "{}",
-        marker(&run, "host.delete.err")
+        run.expect_marker("host.delete.err")
     );
-    assert_eq!(marker(&run, "host.delete.numvfs"), "0");
+    assert_eq!(run.expect_marker("host.delete.numvfs"), "0");
     assert_eq!(
-        marker(&run, "host.addr_create.status"),
+        run.expect_marker("host.addr_create.status"),
         "0",
         "{}",
-        marker(&run, "host.addr_create.err")
+        run.expect_marker("host.addr_create.err")
     );
-    assert_eq!(marker(&run, "host.addr.numvfs"), "3");
-    assert_eq!(marker(&run, "host.addr.vf0"), "vfio-pci");
-    assert_eq!(marker(&run, "host.addr_delete.numvfs"), "0");
+    assert_eq!(run.expect_marker("host.addr.numvfs"), "3");
+    assert_eq!(run.expect_marker("host.addr.vf0"), "vfio-pci");
+    assert_eq!(run.expect_marker("host.addr_delete.numvfs"), "0");
 }

@@ -113,7 +113,7 @@ fn smbios_rtc_halt_and_a_bounded_guest_log() {
         .timeout(Duration::from_secs(600))
         .run()
         .unwrap();
-    let m = |k: &str| run.marker(k).unwrap_or_else(|| panic!("no marker {k}"));
+    let m = |k: &str| run.expect_marker(k);
 
     // SMBIOS: -U, vendor and product, OEM strings, every table type.
     assert_eq!(m("dmi.uuid"), "6ba7b810-9dad-11d1-80b4-00c04fd430c8");

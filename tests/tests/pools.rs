@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use vfvm_tests::{Run, Testbed};
+use vfvm_tests::Testbed;
 
 /// The guest reports its VF's MAC, pings the PF (unless `noping`), says it
 /// is up and, with `hold`, waits a while. Markers carry `run=TAG`.
@@ -31,11 +31,6 @@ driver_of() { basename "$(readlink "/sys/bus/pci/devices/$1/driver")" 2>/dev/nul
 vf_line() { ip link show "$pf" | grep "vf $1 " | sed 's/^ *//'; }
 journal() { ls /run/vfvm/journal 2>/dev/null | tr '\n' ' '; }
 "#;
-
-fn marker<'a>(run: &'a Run, key: &str) -> &'a str {
-    run.marker(key)
-        .unwrap_or_else(|| panic!("no marker {key}; see {}", run.log_path().display()))
-}
 
 #[test]
 fn pools_clean_tenants_and_restore_after_signals() {
@@ -118,17 +113,20 @@ fn pools_clean_tenants_and_restore_after_signals() {
 
     // Two VMs at once: two different VFs, both ping; the third is refused
     // in one line naming the PF and the VMs holding its VFs.
-    let (a, b) = (marker(&run, "host.a.took"), marker(&run, "host.b.took"));
+    let (a, b) = (
+        run.expect_marker("host.a.took"),
+        run.expect_marker("host.b.took"),
+    );
     assert!(
         !a.is_empty() && !b.is_empty() && a != b,
         "a took {a:?}, b took {b:?}"
     );
     assert_eq!(run.marker("a.loss"), Some("0"));
     assert_eq!(run.marker("b.loss"), Some("0"));
-    assert_eq!(marker(&run, "host.a.status"), "1");
-    assert_eq!(marker(&run, "host.b.status"), "1");
+    assert_eq!(run.expect_marker("host.a.status"), "1");
+    assert_eq!(run.expect_marker("host.b.status"), "1");
     // The line names the slot as typed, the PF only there, and the fix.
-    let c = marker(&run, "host.c");
+    let c = run.expect_marker("host.c");
     let (pf, why) = c
         .strip_prefix("4 1 vfvm: error: -s 5:0,passthru,pf=")
         .and_then(|rest| rest.split_once(": "))
@@ -145,10 +143,13 @@ fn pools_clean_tenants_and_restore_after_signals() {
         "{c}"
     );
     // One VM, two VFs, one MAC: its stable one.
-    let (t2, t3) = (marker(&run, "host.a2.took"), marker(&run, "host.a3.took"));
+    let (t2, t3) = (
+        run.expect_marker("host.a2.took"),
+        run.expect_marker("host.a3.took"),
+    );
     assert!(!t2.is_empty() && !t3.is_empty() && t2 != t3, "{t2} {t3}");
-    let mac = marker(&run, "host.a2.mac");
-    assert_eq!(mac, marker(&run, "host.a3.mac"));
+    let mac = run.expect_marker("host.a2.mac");
+    assert_eq!(mac, run.expect_marker("host.a3.mac"));
     assert_eq!(
         u8::from_str_radix(&mac[..2], 16).unwrap() & 3,
         2,
@@ -156,7 +157,7 @@ fn pools_clean_tenants_and_restore_after_signals() {
     );
 
     // The first tenant's settings are on the VF while it runs, gone after.
-    let s1 = marker(&run, "host.vf0.s1");
+    let s1 = run.expect_marker("host.vf0.s1");
     assert!(
         s1.contains("aa:88:44:00:09:01")
             && s1.contains("vlan 42")
@@ -165,7 +166,7 @@ fn pools_clean_tenants_and_restore_after_signals() {
         "{s1}"
     );
     for key in ["host.vf0.after", "host.vf0.s2"] {
-        let line = marker(&run, key);
+        let line = run.expect_marker(key);
         assert!(!line.contains("aa:88:44:00:09:01"), "{key}: {line}");
         assert!(!line.contains("vlan"), "{key}: {line}");
         assert!(
@@ -174,8 +175,8 @@ fn pools_clean_tenants_and_restore_after_signals() {
         );
     }
     assert_eq!(
-        marker(&run, "host.vf0.after"),
-        marker(&run, "host.vf0.before")
+        run.expect_marker("host.vf0.after"),
+        run.expect_marker("host.vf0.before")
     );
     assert_ne!(run.marker("s2.mac"), Some("aa:88:44:00:09:01"));
 
@@ -186,29 +187,29 @@ fn pools_clean_tenants_and_restore_after_signals() {
         None,
         "the VF never reached vfio-pci"
     );
-    assert_eq!(marker(&run, "host.kill1.driver"), "vfio-pci");
-    assert_eq!(marker(&run, "host.kill1.journal"), "0000:01:10.4.json");
-    let rec = marker(&run, "host.recover");
+    assert_eq!(run.expect_marker("host.kill1.driver"), "vfio-pci");
+    assert_eq!(run.expect_marker("host.kill1.journal"), "0000:01:10.4.json");
+    let rec = run.expect_marker("host.recover");
     assert!(
         rec.starts_with("0 0000:01:10.4: restored what VM big (pid "),
         "{rec}"
     );
-    assert_eq!(marker(&run, "host.recovered.driver"), "igbvf");
-    assert_eq!(marker(&run, "host.recovered.journal"), "");
-    assert_eq!(marker(&run, "host.kill2.driver"), "vfio-pci");
-    let next = marker(&run, "host.next_run");
+    assert_eq!(run.expect_marker("host.recovered.driver"), "igbvf");
+    assert_eq!(run.expect_marker("host.recovered.journal"), "");
+    assert_eq!(run.expect_marker("host.kill2.driver"), "vfio-pci");
+    let next = run.expect_marker("host.next_run");
     assert!(
         next.starts_with("4 ") && next.contains("--kernel"),
         "{next}"
     );
-    assert_eq!(marker(&run, "host.next_run.driver"), "igbvf");
+    assert_eq!(run.expect_marker("host.next_run.driver"), "igbvf");
     // SIGTERM in the same window: put back at once, by vfvm itself.
-    assert_eq!(marker(&run, "host.term.driver"), "igbvf");
-    let term = marker(&run, "host.term");
+    assert_eq!(run.expect_marker("host.term.driver"), "igbvf");
+    let term = run.expect_marker("host.term");
     assert!(
         term.contains("stopped by signal 15 before the guest started")
             || term.contains("stopped by a signal"),
         "{term}"
     );
-    assert_eq!(marker(&run, "host.term.journal"), "");
+    assert_eq!(run.expect_marker("host.term.journal"), "");
 }
