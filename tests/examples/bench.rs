@@ -442,7 +442,7 @@ fn boot(t: &mut Table) {
         Err(e) => return t.na("boot", "boot", e),
     };
     let ch = cloud_hypervisor();
-    let guest = format!("{GUEST_LIB}\nmarker guest.init 1\nsleep 1\n");
+    let guest = format!("{GUEST_LIB}\nmarker guest.init 1\n{GUEST_CLOCK}\nsleep 1\n");
     let mut host = format!(
         "{HOST_LIB}\nmount -t debugfs none /sys/kernel/debug 2>/dev/null || true\n\
          guest_initrd g /guest.sh >/dev/null\n"
@@ -541,6 +541,12 @@ fn boot(t: &mut Table) {
             form,
             &|l| kvm_exits_at_init(&run, l),
         );
+        row(
+            t,
+            &format!("  VM creation -> guest kernel's clock, {name} (s)"),
+            form,
+            &|l| guest_clock_secs(&run, l),
+        );
     }
     for (what, vcpus) in [("outside vCPU threads", false), ("in vCPU threads", true)] {
         row(
@@ -569,6 +575,12 @@ fn boot(t: &mut Table) {
             if !v.is_empty() {
                 t.note(format!(
                     "(boot: launch -> init samples {vmm} {form}: {v:?})"
+                ));
+            }
+            let c = samples(vmm, form, &|l| guest_clock_secs(&run, l));
+            if !c.is_empty() {
+                t.note(format!(
+                    "(boot: VM creation -> guest kernel's clock samples {vmm} {form}: {c:?})"
                 ));
             }
             let p = samples(vmm, form, &|l| phase(&run, l, "started in"));
@@ -618,6 +630,20 @@ fn boot_runs(host: &mut String, round: &str, cmdline: &str, ch: bool) {
             let _ = writeln!(host, "vmm ch_{form}{round} ch_vm {args}");
         }
     }
+}
+
+/// Guest-side: the kvm-clock reading at which the guest kernel started its
+/// clock (`kvm-clock: using sched offset of N cycles`, in fact ns since the
+/// VMM created the KVM VM), as marker `guest.clock`. What a VMM does after
+/// creating the VM (Cloud Hypervisor: populating and loading) and what the
+/// guest does before its kernel runs (firmware, a bzImage's decompressor)
+/// are in it.
+const GUEST_CLOCK: &str =
+    r#"marker guest.clock "$(dmesg | grep -o 'sched offset of [0-9]*' | grep -o '[0-9]*$')""#;
+
+/// The guest kernel's clock start (`GUEST_CLOCK`) in seconds.
+fn guest_clock_secs(run: &Run, label: &str) -> Option<f64> {
+    num(run, &format!("b.{label}.guest.clock")).map(|ns| ns / 1e9)
 }
 
 /// All KVM exits of the emulated host at the guest's init (`kvm_stats`).
