@@ -397,11 +397,12 @@ pub struct RunArgs {
             functions above 0 needs function 0 too. Emulations:\n  \
             hostbridge (or amd_hostbridge)   host bridge, usually -s 0,hostbridge\n  \
             lpc                              PCI-ISA bridge for -l com1, usually -s 31,lpc\n  \
-            virtio-blk,PATH[,ro][,nocache][,direct][,sectorsize=L[/P]][,serial=S][,num_queues=N]\n      \
+            virtio-blk,PATH[,ro][,nocache][,direct][,sectorsize=L[/P]][,serial=S][,num_queues=N][,iothreads=N]\n      \
             disk image file or block device; nocache opens with O_DIRECT, direct with O_SYNC;\n      \
             flags (ro, nocache, direct, managed) also take =on or =off;\n      \
             sector sizes 512, 1024, 2048 or 4096, physical >= logical; serial up to 20 chars;\n      \
-            num_queues: 1..64 request queues, each with its own I/O thread (default: one per vCPU)\n  \
+            num_queues: 1..64 request queues (default: one per vCPU); iothreads: threads\n      \
+            serving them, queue i on thread i % N (default: one per queue)\n  \
             passthru,ADDR[,mac=M][,vlan=N][,spoofchk=on|off][,trust=on|off][,managed]\n      \
             host PCI function, normally an SR-IOV VF, as bhyve's decimal B/S/F (1/16/0) or\n      \
             Linux's DDDD:BB:SS.F (0000:01:10.0); mac, vlan (0..4095, 0 = untagged), spoofchk\n      \

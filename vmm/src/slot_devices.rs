@@ -332,6 +332,8 @@ fn check_slot(s: &PciSlotConfig, cfg: &VmConfig, host: &Host) -> Result<CheckedS
 }
 
 fn block_config(b: &BlkConfig, vcpus: u16) -> BlockConfig {
+    // One queue per vCPU unless the user chose.
+    let num_queues = b.num_queues.unwrap_or_else(|| vcpus.clamp(1, MAX_QUEUES));
     BlockConfig {
         path: b.path.clone(),
         readonly: b.readonly,
@@ -341,8 +343,11 @@ fn block_config(b: &BlkConfig, vcpus: u16) -> BlockConfig {
         logical_sector: b.logical_sector,
         physical_sector: b.physical_sector,
         serial: b.serial.clone(),
-        // One queue per vCPU unless the user chose.
-        num_queues: b.num_queues.unwrap_or_else(|| vcpus.clamp(1, MAX_QUEUES)),
+        num_queues,
+        // A thread per queue unless the user chose; never more threads
+        // than queues (the parser checks that against an explicit
+        // num_queues, this against the default).
+        io_threads: b.iothreads.map_or(num_queues, |n| n.clamp(1, num_queues)),
         io_uring: true,
     }
 }

@@ -13,7 +13,8 @@ use super::{ConfigError, PciAddress, PfDevice, SlotConflict, VfSettings};
 
 /// Emulations accepted by `-s`, for error messages.
 const EMULATIONS: &str = "hostbridge, lpc, virtio-blk, passthru";
-const BLK_OPTIONS: &str = "ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N";
+const BLK_OPTIONS: &str =
+    "ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N, iothreads=N";
 const PASSTHRU_OPTIONS: &str = "mac=, vlan=, spoofchk=on|off, trust=on|off, managed, rom=off|FILE";
 const PASSTHRU_HOSTS: &str =
     "B/S/F, DDDD:BB:SS.F, or pf=PF for any free VF of PF (an interface like eth0 or a PCI address)";
@@ -105,10 +106,14 @@ pub struct BlkConfig {
     pub physical_sector: u32,
     /// `serial=` (or bhyve's `ser=`): the disk serial, at most 20 printable ASCII bytes.
     pub serial: Option<String>,
-    /// `num_queues=N`: request queues, each with its own I/O thread,
-    /// interrupt vector and notify address (default: one per vCPU, at most
-    /// `MAX_QUEUES`).
+    /// `num_queues=N`: request queues, each with its own interrupt vector
+    /// and notify address (default: one per vCPU, at most `MAX_QUEUES`).
     pub num_queues: Option<u16>,
+    /// `iothreads=N`: I/O threads serving the queues, queue `i` on thread
+    /// `i % N` (default: one per queue; more than the queues is as many as
+    /// the queues).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iothreads: Option<u16>,
 }
 
 impl BlkConfig {
@@ -123,6 +128,7 @@ impl BlkConfig {
             physical_sector: 512,
             serial: None,
             num_queues: None,
+            iothreads: None,
         }
     }
 
@@ -142,6 +148,14 @@ impl BlkConfig {
         if let Some(n) = self.num_queues {
             if !(1..=MAX_QUEUES).contains(&n) {
                 return Err(format!("num_queues must be 1 to {MAX_QUEUES}"));
+            }
+        }
+        if let Some(n) = self.iothreads {
+            let max = self.num_queues.unwrap_or(MAX_QUEUES);
+            if !(1..=max).contains(&n) {
+                return Err(format!(
+                    "iothreads must be 1 to {max} (at most one per queue)"
+                ));
             }
         }
         if let Some(serial) = &self.serial {
@@ -541,6 +555,14 @@ fn parse_blk(address: &str, options: &[&str]) -> Result<BlkConfig, String> {
                         "num_queues is not a number (e.g. num_queues=2)".to_string()
                     })?);
             }
+            "iothreads" => {
+                let value = needs_value(key, value, "iothreads=1")?;
+                blk.iothreads = Some(
+                    value
+                        .parse()
+                        .map_err(|_| "iothreads is not a number (e.g. iothreads=1)".to_string())?,
+                );
+            }
             "serial" | "ser" => {
                 if seen.contains(&"serial") && seen.contains(&"ser") {
                     return Err("option 'serial' given twice (ser= is the same)".to_string());
@@ -660,6 +682,9 @@ impl fmt::Display for DeviceConfig {
                 }
                 if let Some(n) = blk.num_queues {
                     write!(f, ",num_queues={n}")?;
+                }
+                if let Some(n) = blk.iothreads {
+                    write!(f, ",iothreads={n}")?;
                 }
                 Ok(())
             }
@@ -842,6 +867,19 @@ mod tests {
                 "4:0,virtio-blk,d.img,serial=DISK-0001",
             ),
             (
+                "4,virtio-blk,d.img,iothreads=1,num_queues=2",
+                slot(4, 0, blk("d.img", |b| {
+                    b.num_queues = Some(2);
+                    b.iothreads = Some(1);
+                })),
+                "4:0,virtio-blk,d.img,num_queues=2,iothreads=1",
+            ),
+            (
+                "4,virtio-blk,d.img,iothreads=4",
+                slot(4, 0, blk("d.img", |b| b.iothreads = Some(4))),
+                "4:0,virtio-blk,d.img,iothreads=4",
+            ),
+            (
                 "4,virtio-blk,d.img,num_queues=4,ro",
                 slot(4, 0, blk("d.img", |b| {
                     b.readonly = true;
@@ -954,8 +992,8 @@ mod tests {
             ("4:0,virtio-blk", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
             ("4:0,virtio-blk,", "missing disk image path (use -s 4:0,virtio-blk,PATH)"),
             ("4,virtio-blk,,ro", "missing disk image path (use -s 4,virtio-blk,PATH)"),
-            ("4,virtio-blk,d.img,rw", "unknown virtio-blk option 'rw' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
-            ("4,virtio-blk,d.img,bootindex=1", "unknown virtio-blk option 'bootindex' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N)"),
+            ("4,virtio-blk,d.img,rw", "unknown virtio-blk option 'rw' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N, iothreads=N)"),
+            ("4,virtio-blk,d.img,bootindex=1", "unknown virtio-blk option 'bootindex' (known: ro, nocache, direct, sectorsize=L[/P], serial=S, num_queues=N, iothreads=N)"),
             ("4,virtio-blk,d.img,ro,ro", "option 'ro' given twice"),
             ("4,virtio-blk,d.img,ro,", "empty option (remove the extra ',')"),
             ("4,virtio-blk,d.img,ro=1", "'ro' takes no value but on or off (write 'ro', or 'ro=on|off')"),
@@ -982,6 +1020,10 @@ mod tests {
             ("4,virtio-blk,d.img,num_queues=two", "num_queues is not a number (e.g. num_queues=2)"),
             ("4,virtio-blk,d.img,num_queues=0", "num_queues must be 1 to 64"),
             ("4,virtio-blk,d.img,num_queues=65", "num_queues must be 1 to 64"),
+            ("4,virtio-blk,d.img,iothreads", "'iothreads' needs a value (e.g. iothreads=1)"),
+            ("4,virtio-blk,d.img,iothreads=one", "iothreads is not a number (e.g. iothreads=1)"),
+            ("4,virtio-blk,d.img,iothreads=0", "iothreads must be 1 to 64 (at most one per queue)"),
+            ("4,virtio-blk,d.img,num_queues=2,iothreads=3", "iothreads must be 1 to 2 (at most one per queue)"),
             // passthru.
             ("5,passthru", "missing host address (use -s 5,passthru,B/S/F or -s 5,passthru,DDDD:BB:SS.F)"),
             ("5:0,passthru,", "missing host address (use -s 5:0,passthru,B/S/F or -s 5:0,passthru,DDDD:BB:SS.F)"),

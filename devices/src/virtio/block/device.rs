@@ -21,7 +21,7 @@ use super::disk::{Disk, OpenFlags, SERIAL_LEN};
 use super::metrics::{BlockMetrics, Counter};
 use super::request::{Limits, SECTOR_SIZE};
 use super::uring::Uring;
-use super::worker::{DiskContext, QueueWorker};
+use super::worker::{serve_queues, DiskContext, QueueWorker};
 use super::Error;
 use crate::metrics::Metrics;
 use crate::virtio::{ActivateError, Memory, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
@@ -60,15 +60,18 @@ pub struct BlockConfig {
     /// GET_ID serial number (up to 20 bytes); derived from the file's
     /// device and inode if `None`.
     pub serial: Option<String>,
-    /// Request queues, each served by its own I/O thread (1 to
-    /// [`MAX_QUEUES`]).
+    /// Request queues (1 to [`MAX_QUEUES`]).
     pub num_queues: u16,
+    /// I/O threads serving them (1 to `num_queues`): queue `i` is served
+    /// by thread `i % io_threads`, so `num_queues` gives each queue its
+    /// own thread and 1 serves all of them from one.
+    pub io_threads: u16,
     /// Put reads, writes and flushes in flight with io_uring where the
     /// kernel has it; `false` carries out every request at once.
     pub io_uring: bool,
 }
 
-/// A queue's running I/O thread.
+/// A running I/O thread (of one queue or several).
 struct Worker {
     stop: EventFd,
     /// Disconnected when the thread ends.
@@ -87,6 +90,7 @@ pub struct Block {
     queue_events: Vec<EventFd>,
     ctx: Arc<DiskContext>,
     io_uring: bool,
+    io_threads: usize,
     workers: Vec<Worker>,
     spawner: Spawner,
 }
@@ -123,6 +127,12 @@ impl Block {
     pub fn new(cfg: BlockConfig) -> Result<Block, Error> {
         if !(1..=MAX_QUEUES).contains(&cfg.num_queues) {
             return Err(Error::QueueCount(cfg.num_queues));
+        }
+        if !(1..=cfg.num_queues).contains(&cfg.io_threads) {
+            return Err(Error::ThreadCount {
+                threads: cfg.io_threads,
+                queues: cfg.num_queues,
+            });
         }
         let (logical, physical) = (cfg.logical_sector, cfg.physical_sector);
         check_sector_sizes(logical, physical).map_err(Error::SectorSize)?;
@@ -177,6 +187,7 @@ impl Block {
                 metrics: Arc::new(BlockMetrics::new(queues)),
             }),
             io_uring: cfg.io_uring,
+            io_threads: usize::from(cfg.io_threads),
             workers: Vec::new(),
             spawner: crate::plain_spawner(),
         })
@@ -234,15 +245,17 @@ impl Block {
         ))
     }
 
-    /// Starts queue `index`'s I/O thread.
-    fn spawn_worker(&mut self, index: usize, worker: QueueWorker) -> std::io::Result<()> {
+    /// Starts an I/O thread serving `queues` (not empty), named for the
+    /// first of them.
+    fn spawn_worker(&mut self, queues: Vec<QueueWorker>) -> std::io::Result<()> {
+        let first = queues.first().map_or(0, |w| w.index);
         let stop = EventFd::new(libc::EFD_NONBLOCK)?;
         let stop_thread = stop.try_clone()?;
         let (finished, done) = mpsc::channel::<()>();
         let thread = (self.spawner)(
-            format!("virtio-blk-q{index}"),
+            format!("virtio-blk-q{first}"),
             Box::new(move || {
-                worker.run(&stop_thread);
+                serve_queues(queues, &stop_thread);
                 drop(finished);
             }),
         )?;
@@ -351,22 +364,28 @@ impl VirtioDevice for Block {
         }
         self.stop_workers();
         let event_idx = features & 1 << VIRTIO_RING_F_EVENT_IDX != 0;
+        let mut threads: Vec<Vec<QueueWorker>> = (0..self.io_threads).map(|_| Vec::new()).collect();
         for (index, mut queue) in queues.into_iter().enumerate() {
             if !queue.ready() {
                 continue;
             }
             queue.set_event_idx(event_idx);
-            let fail = |e: std::io::Error| ActivateError::Thread(index, e.to_string());
             let worker = self
                 .queue_worker(index, mem.clone(), queue, interrupt.clone())
-                .map_err(fail)?;
-            if let Err(e) = self.spawn_worker(index, worker) {
+                .map_err(|e| ActivateError::Thread(index, e.to_string()))?;
+            threads[index % self.io_threads].push(worker);
+        }
+        for queues in threads.into_iter().filter(|q| !q.is_empty()) {
+            let indices: Vec<usize> = queues.iter().map(|w| w.index).collect();
+            if let Err(e) = self.spawn_worker(queues) {
                 self.stop_workers();
-                return Err(fail(e));
+                return Err(ActivateError::Thread(indices[0], e.to_string()));
             }
             // Pick up anything the driver queued before DRIVER_OK.
-            if let Err(e) = self.queue_events[index].write(1) {
-                warn!("virtio-blk: cannot kick queue {index}: {e}");
+            for index in indices {
+                if let Err(e) = self.queue_events[index].write(1) {
+                    warn!("virtio-blk: cannot kick queue {index}: {e}");
+                }
             }
         }
         Ok(())

@@ -33,7 +33,9 @@ counter_set! {
         /// Notifications from the driver (its writes to the queue's notify
         /// address, each an exit to the host kernel's ioeventfd).
         Notifications => "notifications",
-        /// Times the queue's I/O thread woke up.
+        /// Times the queue's I/O thread woke up for this queue (its
+        /// eventfd or its ring; a thread serving several queues counts a
+        /// wakeup on each queue it woke up for).
         Wakeups => "wakeups",
         /// Requests put in flight through io_uring.
         RingRequests => "ring_requests",

@@ -4,8 +4,8 @@
 //! - [`request`]: descriptor chains to validated requests;
 //! - [`disk`]: the image file: opening, positioned I/O;
 //! - [`lock`]: image locks, as vfvm and QEMU take them;
-//! - `worker`: each queue's I/O thread: the request loop, budget, batched
-//!   completions;
+//! - `worker`: the I/O threads (each serving one queue or several): the
+//!   request loop, budget, batched completions;
 //! - `uring`: requests in flight through io_uring;
 //! - [`metrics`]: counters per queue, for the API.
 
@@ -77,6 +77,9 @@ pub enum Error {
     /// A queue count the device cannot offer.
     #[error("num_queues={0}: a disk has 1 to {max} queues", max = device::MAX_QUEUES)]
     QueueCount(u16),
+    /// More I/O threads than queues, or none.
+    #[error("iothreads={threads}: a disk with {queues} queue(s) has 1 to {queues} I/O threads")]
+    ThreadCount { threads: u16, queues: u16 },
     /// No eventfd for the queue.
     #[error("cannot create the queue eventfd: {0}")]
     EventFd(io::Error),

@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_blk::{
@@ -53,6 +53,7 @@ fn config(path: &Path, io_uring: bool) -> BlockConfig {
         physical_sector: 4096,
         serial: None,
         num_queues: 1,
+        io_threads: 1,
         io_uring,
     }
 }
@@ -317,18 +318,35 @@ fn setup_errors_explain() {
     cfg.num_queues = 0;
     let e = Block::new(cfg).err().unwrap();
     assert_eq!(e.to_string(), "num_queues=0: a disk has 1 to 64 queues");
+    for threads in [0, 3] {
+        let mut cfg = config(file.path(), true);
+        cfg.num_queues = 2;
+        cfg.io_threads = threads;
+        let e = Block::new(cfg).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("iothreads={threads}: a disk with 2 queue(s) has 1 to 2 I/O threads")
+        );
+    }
     let mut cfg = config(Path::new("/nonexistent/disk.img"), true);
     cfg.serial = Some("x".repeat(21));
     assert!(matches!(Block::new(cfg).err().unwrap(), Error::NotFound(_)));
 }
 
 #[test]
-fn two_queues_are_served_by_their_own_threads() {
-    for io_uring in ENGINES {
+fn two_queues_are_served_by_their_own_threads_or_one() {
+    for (io_uring, io_threads) in [(true, 2), (false, 2), (true, 1), (false, 1)] {
         let file = TempFile::with_bytes(&[0; 8192]);
         let mut cfg = config(file.path(), io_uring);
         cfg.num_queues = 2;
+        cfg.io_threads = io_threads;
         let mut block = Block::new(cfg).unwrap();
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let spawned = names.clone();
+        block.set_spawner(Arc::new(move |name, f| {
+            spawned.lock().unwrap().push(name.clone());
+            std::thread::Builder::new().name(name).spawn(f)
+        }));
         assert_eq!(block.queue_max_sizes().len(), 2);
         assert_eq!(block.queue_events().len(), 2);
         assert_ne!(block.features() & 1 << VIRTIO_BLK_F_MQ, 0);
@@ -343,6 +361,11 @@ fn two_queues_are_served_by_their_own_threads() {
         block
             .activate(mem.clone(), block.features(), queues, irq.clone())
             .unwrap();
+        let threads: &[&str] = match io_threads {
+            1 => &["virtio-blk-q0"],
+            _ => &["virtio-blk-q0", "virtio-blk-q1"],
+        };
+        assert_eq!(*names.lock().unwrap(), threads, "iothreads={io_threads}");
         // Each queue writes its own sector, with its own header and status.
         for (q, d) in drivers.iter_mut().enumerate() {
             let at = |a: u64| a + q as u64 * 0x100;

@@ -1,11 +1,14 @@
-//! A queue's I/O thread: the request loop, off the VMM's event thread.
+//! The I/O threads: the request loop, off the VMM's event thread.
 //!
-//! Each enabled queue of an activated disk has its own thread, which waits
-//! (epoll) on three things: the queue's eventfd (signalled in the kernel by
-//! the guest's notify write: an ioeventfd), the ring of requests in flight
-//! ([`Uring`], when the kernel has io_uring) and a stop eventfd. A slow or
-//! stalled disk therefore delays only its own queues, never the console,
-//! the API or another disk, and a vCPU never waits for a request.
+//! Each enabled queue of an activated disk is served by one of the disk's
+//! I/O threads (its own by default, `iothreads=` shares them), which waits
+//! (epoll) on its queues' eventfds (signalled in the kernel by the guest's
+//! notify write: an ioeventfd), their rings of requests in flight
+//! ([`Uring`], one per queue, when the kernel has io_uring) and a stop
+//! eventfd. A slow or stalled disk therefore delays only its own queues,
+//! never the console, the API or another disk, and a vCPU never waits for
+//! a request. Every wakeup of a thread serving several queues ends with a
+//! look at each of them, so their completions go out together.
 //!
 //! A wakeup takes at most [`BUDGET`] chains, then re-arms the queue's
 //! eventfd and lets the thread see its other events (a stop, completions)
@@ -21,6 +24,7 @@
 //! per request.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use log::{error, warn};
@@ -39,9 +43,8 @@ use crate::virtio::{Memory, VirtioInterrupt};
 /// Chains taken from the available ring per wakeup.
 pub const BUDGET: usize = 128;
 
-const TOKEN_QUEUE: u64 = 0;
-const TOKEN_STOP: u64 = 1;
-const TOKEN_RING: u64 = 2;
+/// The stop eventfd's epoll token; queues have [`queue_token`].
+const TOKEN_STOP: u64 = u64::MAX;
 
 /// What every queue of a disk works with.
 pub(super) struct DiskContext {
@@ -101,66 +104,27 @@ impl QueueWorker {
         }
     }
 
-    /// The thread's loop, until `stop` is signalled; every request in
-    /// flight has completed when it returns.
-    pub fn run(mut self, stop: &EventFd) {
-        if let Err(e) = self.wait_loop(stop) {
-            error!(
-                "virtio-blk: queue {} stopped serving requests: {e}",
-                self.index
-            );
+    /// What the thread does when the queue's eventfd fires: counts the
+    /// notifications and takes the available chains.
+    fn notified(&mut self) {
+        // Nonblocking; an empty counter is a spurious wakeup (or our own
+        // re-arm), its value the notifications.
+        if let Ok(n) = self.queue_evt.read() {
+            self.count(Counter::Notifications, n);
         }
-        self.drain();
+        self.serve();
     }
 
-    fn wait_loop(&mut self, stop: &EventFd) -> io::Result<()> {
-        let epoll = Epoll::new()?;
-        let watch = |fd, token| {
-            epoll.ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, token),
-            )
-        };
-        watch(
-            std::os::fd::AsRawFd::as_raw_fd(&self.queue_evt),
-            TOKEN_QUEUE,
-        )?;
-        watch(std::os::fd::AsRawFd::as_raw_fd(stop), TOKEN_STOP)?;
-        if let Some(u) = &self.uring {
-            watch(u.fd(), TOKEN_RING)?;
+    /// The end of a wakeup: the completions the ring reported, and those
+    /// that were ready when the submission returned (a fast device
+    /// completes them in the call), without another trip through epoll.
+    /// Then the requests the driver added meanwhile, unless it notifies,
+    /// and one interrupt decision.
+    fn settle(&mut self) {
+        if self.reap() > 0 && !self.listening {
+            self.serve();
         }
-        let mut events = [EpollEvent::default(); 3];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.count(Counter::Wakeups, 1);
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_STOP => return Ok(()),
-                    TOKEN_QUEUE => {
-                        // Nonblocking; an empty counter is a spurious wakeup
-                        // (or our own re-arm), its value the notifications.
-                        if let Ok(n) = self.queue_evt.read() {
-                            self.count(Counter::Notifications, n);
-                        }
-                        self.serve();
-                    }
-                    _ => {}
-                }
-            }
-            // Completions: those the ring reported, and those that were
-            // ready when the submission returned (a fast device completes
-            // them in the call), without another trip through epoll. Then
-            // the requests the driver added meanwhile, unless it notifies.
-            if self.reap() > 0 && !self.listening {
-                self.serve();
-            }
-            self.notify();
-        }
+        self.notify();
     }
 
     /// Takes up to [`BUDGET`] chains from the available ring.
@@ -370,6 +334,76 @@ impl QueueWorker {
         if self.queue.needs_notification(&*self.mem).unwrap_or(true) {
             self.count(Counter::Interrupts, 1);
             self.interrupt.signal_queue(self.index);
+        }
+    }
+}
+
+/// An I/O thread's loop over its queues (one or more of a disk's), until
+/// `stop` is signalled; every request in flight on them has completed when
+/// it returns.
+pub(super) fn serve_queues(mut workers: Vec<QueueWorker>, stop: &EventFd) {
+    if let Err(e) = wait_loop(&mut workers, stop) {
+        let queues: Vec<String> = workers.iter().map(|w| w.index.to_string()).collect();
+        error!(
+            "virtio-blk: queue(s) {} stopped serving requests: {e}",
+            queues.join(",")
+        );
+    }
+    for w in &mut workers {
+        w.drain();
+    }
+}
+
+/// The epoll token of position `k`'s queue eventfd; its ring's is the next.
+fn queue_token(k: usize) -> u64 {
+    2 * k as u64
+}
+
+fn wait_loop(workers: &mut [QueueWorker], stop: &EventFd) -> io::Result<()> {
+    let epoll = Epoll::new()?;
+    let watch = |fd, token| {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, token),
+        )
+    };
+    watch(stop.as_raw_fd(), TOKEN_STOP)?;
+    for (k, w) in workers.iter().enumerate() {
+        watch(w.queue_evt.as_raw_fd(), queue_token(k))?;
+        if let Some(u) = &w.uring {
+            watch(u.fd(), queue_token(k) + 1)?;
+        }
+    }
+    let mut events = vec![EpollEvent::default(); 2 * workers.len() + 1];
+    let mut woken = vec![false; workers.len()];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        woken.fill(false);
+        for ev in &events[..n] {
+            let token = ev.data();
+            if token == TOKEN_STOP {
+                return Ok(());
+            }
+            let k = (token / 2) as usize;
+            let Some(w) = workers.get_mut(k) else {
+                continue;
+            };
+            if !std::mem::replace(&mut woken[k], true) {
+                w.count(Counter::Wakeups, 1);
+            }
+            if token == queue_token(k) {
+                w.notified();
+            }
+        }
+        // Every queue of the thread, woken or not: one queue's wakeup also
+        // picks up what the others completed or were given meanwhile.
+        for w in workers.iter_mut() {
+            w.settle();
         }
     }
 }

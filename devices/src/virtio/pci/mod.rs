@@ -381,6 +381,7 @@ mod tests {
             physical_sector: 512,
             serial: None,
             num_queues: 1,
+            io_threads: 1,
             io_uring: true,
         })
         .unwrap();
