@@ -877,19 +877,34 @@ vmm vfvmidle {vi}
             "g"
         ),
     );
-    // BENCH_BLK_ONE_QUEUE: vfvm with one queue (one I/O thread) as well.
-    let one_queue = std::env::var_os("BENCH_BLK_ONE_QUEUE").is_some();
+    // More vfvm runs per round: (label, options, row), as asked for.
+    // BENCH_BLK_ONE_QUEUE: one queue (one I/O thread); BENCH_BLK_IOTHREADS:
+    // both queues served by one I/O thread.
+    let variants: Vec<(&str, &str, &str)> = [
+        (
+            "BENCH_BLK_ONE_QUEUE",
+            ("vfvmq1", ",num_queues=1", "  vfvm with num_queues=1"),
+        ),
+        (
+            "BENCH_BLK_IOTHREADS",
+            ("vfvmt1", ",iothreads=1", "  vfvm with iothreads=1"),
+        ),
+    ]
+    .into_iter()
+    .filter(|(var, _)| std::env::var_os(var).is_some())
+    .map(|(_, v)| v)
+    .collect();
     for i in 1..=rounds {
         let v = vfvm_cmd("/tmp/g.img", slot, GUEST_CMDLINE, "g");
         let _ = writeln!(host, "vmm vfvm{i} {v}");
-        if one_queue {
-            let v1 = vfvm_cmd(
+        for (label, options, _) in &variants {
+            let v = vfvm_cmd(
                 "/tmp/g.img",
-                &format!("{slot},num_queues=1"),
+                &format!("{slot}{options}"),
                 GUEST_CMDLINE,
                 "g",
             );
-            let _ = writeln!(host, "vmm vfvmq1{i} {v1}");
+            let _ = writeln!(host, "vmm {label}{i} {v}");
         }
         let _ = writeln!(
             host,
@@ -946,11 +961,11 @@ vmm vfvmidle {vi}
             scaled(med("vfvm", name, field)),
             scaled(med("qemu", name, field)),
         );
-        if one_queue {
+        for (label, _, row) in &variants {
             t.figure(
                 "blk",
-                "  vfvm with num_queues=1",
-                scaled(med("vfvmq1", name, field)),
+                row,
+                scaled(med(label, name, field)),
                 scaled(med("qemu", name, field)),
             );
         }
@@ -962,11 +977,11 @@ vmm vfvmidle {vi}
                 .collect();
             v.join(", ")
         };
-        t.na(
-            "blk",
-            "  each round",
-            format!("vfvm {}; qemu {}", each("vfvm"), each("qemu")),
-        );
+        let mut rounds_text = format!("vfvm {}; qemu {}", each("vfvm"), each("qemu"));
+        for (label, options, _) in &variants {
+            let _ = write!(rounds_text, "; vfvm{options} {}", each(label));
+        }
+        t.na("blk", "  each round", rounds_text);
     }
     // Requests: reads + writes (+ flushes, field 16 on 5.5+ kernels).
     let reqs = |label: &str| {
