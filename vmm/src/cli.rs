@@ -402,7 +402,8 @@ pub struct RunArgs {
             flags (ro, nocache, direct, managed) also take =on or =off;\n      \
             sector sizes 512, 1024, 2048 or 4096, physical >= logical; serial up to 20 chars;\n      \
             num_queues: 1..64 request queues (default: one per vCPU); iothreads: threads\n      \
-            serving them, queue i on thread i % N (default: one per queue)\n  \
+            serving them, queue i on thread i % N (default: one per queue if the host has\n      \
+            a CPU for each besides the vCPUs, else one per CPU they leave, at least 1)\n  \
             passthru,ADDR[,mac=M][,vlan=N][,spoofchk=on|off][,trust=on|off][,managed]\n      \
             host PCI function, normally an SR-IOV VF, as bhyve's decimal B/S/F (1/16/0) or\n      \
             Linux's DDDD:BB:SS.F (0000:01:10.0); mac, vlan (0..4095, 0 = untagged), spoofchk\n      \

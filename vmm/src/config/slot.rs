@@ -110,8 +110,9 @@ pub struct BlkConfig {
     /// and notify address (default: one per vCPU, at most `MAX_QUEUES`).
     pub num_queues: Option<u16>,
     /// `iothreads=N`: I/O threads serving the queues, queue `i` on thread
-    /// `i % N` (default: one per queue; more than the queues is as many as
-    /// the queues).
+    /// `i % N` (default: one per queue where the host has a CPU for each
+    /// besides the vCPUs, else one per CPU they leave, at least one; more
+    /// than the queues is as many as the queues).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iothreads: Option<u16>,
 }
