@@ -878,22 +878,23 @@ vmm vfvmidle {vi}
         ),
     );
     // More vfvm runs per round: (label, options, row), as asked for.
-    // BENCH_BLK_ONE_QUEUE: one queue (one I/O thread); BENCH_BLK_IOTHREADS:
-    // both queues served by one I/O thread.
-    let variants: Vec<(&str, &str, &str)> = [
-        (
-            "BENCH_BLK_ONE_QUEUE",
-            ("vfvmq1", ",num_queues=1", "  vfvm with num_queues=1"),
-        ),
-        (
-            "BENCH_BLK_IOTHREADS",
-            ("vfvmt1", ",iothreads=1", "  vfvm with iothreads=1"),
-        ),
-    ]
-    .into_iter()
-    .filter(|(var, _)| std::env::var_os(var).is_some())
-    .map(|(_, v)| v)
-    .collect();
+    // BENCH_BLK_ONE_QUEUE: one queue (one I/O thread); BENCH_BLK_IOTHREADS=N:
+    // the two queues served by N I/O threads.
+    let mut variants: Vec<(String, String, String)> = Vec::new();
+    if std::env::var_os("BENCH_BLK_ONE_QUEUE").is_some() {
+        variants.push((
+            "vfvmq1".into(),
+            ",num_queues=1".into(),
+            "  vfvm with num_queues=1".into(),
+        ));
+    }
+    if let Ok(n) = std::env::var("BENCH_BLK_IOTHREADS") {
+        variants.push((
+            format!("vfvmt{n}r"),
+            format!(",iothreads={n}"),
+            format!("  vfvm with iothreads={n}"),
+        ));
+    }
     for i in 1..=rounds {
         let v = vfvm_cmd("/tmp/g.img", slot, GUEST_CMDLINE, "g");
         let _ = writeln!(host, "vmm vfvm{i} {v}");
@@ -1012,14 +1013,19 @@ vmm vfvmidle {vi}
     );
     let raw = (|| Some(exits(&run, "vfvm1")? / reqs("vfvm1")?))();
     t.figure("blk", "  (raw: all exits of run 1 / requests)", raw, None);
-    blk_costs(t, &run, &jobs, rounds);
+    let labels: Vec<(&str, &str)> = variants
+        .iter()
+        .map(|(l, o, _)| (l.as_str(), o.as_str()))
+        .collect();
+    blk_costs(t, &run, &jobs, rounds, &labels);
 }
 
 /// What each request costs either VMM, per job (medians over the rounds):
 /// the host kernel's KVM exits, HLT exits and injected interrupts, the
 /// guest's virtio interrupts, and the average request size the guest sent;
 /// vfvm's own queue counters over its whole run.
-fn blk_costs(t: &mut Table, run: &Run, jobs: &[FioJob], rounds: usize) {
+/// `variants`: the extra vfvm runs (label, options), each a row of its own.
+fn blk_costs(t: &mut Table, run: &Run, jobs: &[FioJob], rounds: usize, variants: &[(&str, &str)]) {
     if let Some(q) = run.marker("b.vfvm1.guest.queue") {
         t.na(
             "blk",
@@ -1069,6 +1075,9 @@ fn blk_costs(t: &mut Table, run: &Run, jobs: &[FioJob], rounds: usize) {
                 )
             };
             t.figure("blk", &format!("{name}: {what}"), med("vfvm"), med("qemu"));
+            for (label, options) in variants {
+                t.figure("blk", &format!("  vfvm{options}"), med(label), med("qemu"));
+            }
         }
     }
     for i in 1..=rounds {
