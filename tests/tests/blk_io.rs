@@ -1,4 +1,4 @@
-//! Issue 14 (and 9's image locks): disk queues on their own I/O threads, in
+//! Issue 14 (and 9's image locks): disk queues on I/O threads off the event loop, in
 //! a real guest. One emulated-host boot, three guests and a QEMU:
 //!
 //! - `num_queues=2`, two writers pinned to the two vCPUs writing at once:
