@@ -54,8 +54,11 @@ up_to_date() {
 }
 stamp() { echo "$stamp_new" >"$out/.$1.stamp"; }
 
-# pack DIR FILE: DIR as a gzip'd newc cpio archive, written atomically.
-pack() { (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 >"$2.tmp" && mv "$2.tmp" "$2"; }
+# pack DIR FILE: DIR as a gzip'd newc cpio archive, written under a name of
+# this process's and renamed into place, so a test reading FILE, or another
+# build running at the same time (the benchmark builds its fio layer outside
+# the testbed lock), only ever sees a whole image.
+pack() { (cd "$1" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 >"$2.tmp.$$" && mv "$2.tmp.$$" "$2"; }
 
 # add_busybox DIR: busybox and a symlink for each of its applets.
 add_busybox() {
@@ -126,7 +129,7 @@ if ! up_to_date host-base.cpio.gz "${inputs[@]}"; then
 fi
 
 if ! cmp -s "$KDIR/vmlinuz" "$out/vmlinuz"; then
-  cp "$KDIR/vmlinuz" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+  cp "$KDIR/vmlinuz" "$out/vmlinuz.tmp.$$" && mv "$out/vmlinuz.tmp.$$" "$out/vmlinuz"
 fi
 
 qemu=$(command -v qemu-system-x86_64)
