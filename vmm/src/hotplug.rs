@@ -248,6 +248,9 @@ impl Hotplug {
         };
         if let Err(e) = devices.pci.hot_add(s.slot, s.function, device) {
             devices.forget(s.slot, s.function, vfio);
+            if vfio {
+                devices.vfio_released(&self.ctx.memory);
+            }
             drop(devices);
             drop(guard);
             return Err(ApiError::NotFound(e.to_string()));
@@ -360,6 +363,9 @@ impl Hotplug {
         }
         // A VF is reset and closed, a disk's threads stop, its image closes.
         drop(device);
+        if vfio {
+            lock(&self.devices).vfio_released(&self.ctx.memory);
+        }
         // Then the host gets the device back.
         drop(lock(&self.host).take((s.slot, s.function)));
         self.controller.unplugged(slot);

@@ -16,6 +16,15 @@
 //! - huge pages without a VF: hugetlb pages are never swapped and the
 //!   kernel charges no mlock for them: nothing is charged.
 //!
+//! VFs come and go while the VM runs ([`RamLock`]): before the first VF's
+//! DMA mapping pins guest RAM, the limit is checked for the pins (a refusal
+//! names RLIMIT_MEMLOCK and the `prlimit` that raises it) and vfvm's mlock
+//! is dropped (munlock leaves the pages populated; the pins then hold
+//! them), so a VM booted without a VF is charged once with one too. If the
+//! map fails, or the last VF leaves the container (its group's release
+//! unpins guest RAM), vfvm mlocks it again: it is never swapped. Hugetlb
+//! guest RAM is never locked.
+//!
 //! Populating is the expensive part (the kernel zeroes every page): several
 //! threads each populate their own chunks with `MADV_POPULATE_WRITE`.
 //! Guest RAM is `MADV_DONTDUMP`: a core dump of vfvm holds no guest data.
@@ -26,7 +35,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MmapRegion,
+};
 
 use crate::config::HugePageSize;
 
@@ -90,6 +102,23 @@ pub enum Error {
         needed: Size,
         limit: Size,
         why: &'static str,
+    },
+    /// RLIMIT_MEMLOCK of a running VM is below what VFIO pins for a
+    /// hot-added VF.
+    #[error("cannot pin {needed} of guest memory for the VF's DMA: RLIMIT_MEMLOCK is {limit}; raise it with `prlimit --pid {pid} --memlock={raise}` and add the device again, or run vfvm with CAP_IPC_LOCK")]
+    PinLimit {
+        needed: Size,
+        limit: Size,
+        pid: u32,
+        raise: u64,
+    },
+    /// mlock2 or munlock of reserved guest RAM failed.
+    #[error("cannot {what} {size} of guest memory: {source}")]
+    Lock {
+        what: &'static str,
+        size: Size,
+        #[source]
+        source: io::Error,
     },
     /// Not enough free huge pages.
     #[error("{flag}: need {needed} free {page} pages for {size} of guest memory, {free} are free; add them with {fix}")]
@@ -198,6 +227,113 @@ impl Reservation {
         let unit = if threads == 1 { "thread" } else { "threads" };
         format!("{pages}, {held}, {threads} {unit}")
     }
+}
+
+/// What holds 4 KiB-page guest RAM resident once the VM runs: vfvm's mlock
+/// while no VF is attached, VFIO's pins while one is, never both, so
+/// RLIMIT_MEMLOCK is charged once however VFs come and go (see the module
+/// doc).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RamLock {
+    /// 4 KiB pages (hugetlb pages are never locked).
+    lockable: bool,
+    /// vfvm's mlock holds guest RAM now.
+    locked: bool,
+}
+
+/// What RLIMIT_MEMLOCK should be raised to beyond guest RAM (the rule the
+/// README states).
+const MEMLOCK_SLACK: u64 = 64 << 20;
+
+impl RamLock {
+    /// Guest RAM as [`reserve`] left it for `how`.
+    pub fn new(how: &Reservation) -> Self {
+        RamLock {
+            lockable: how.pages.is_none(),
+            locked: how.mlock(),
+        }
+    }
+
+    /// Before VFIO pins all of `memory` for the first VF: checks that
+    /// RLIMIT_MEMLOCK takes the pins (unless vfvm has CAP_IPC_LOCK), then
+    /// drops vfvm's mlock, whose charge the pins take over. The pages stay
+    /// populated. After a failed map, [`RamLock::relock`] locks them again.
+    pub fn hand_to_vfio(&mut self, memory: &GuestMemoryMmap) -> Result<(), Error> {
+        let size = ram_size(memory);
+        if !has_cap_ipc_lock() {
+            check_pin_limit(size, memlock_limit(), std::process::id())?;
+        }
+        if self.locked {
+            lock_ram(memory, false)?;
+            self.locked = false;
+        }
+        Ok(())
+    }
+
+    /// Once VFIO no longer pins `memory` (its map failed, or the last VF
+    /// left the container): vfvm locks it again, so it is never swapped.
+    /// A failure is logged: the VM runs on, its RAM no longer locked.
+    pub fn relock(&mut self, memory: &GuestMemoryMmap) {
+        if !self.lockable || self.locked {
+            return;
+        }
+        match lock_ram(memory, true) {
+            Ok(()) => self.locked = true,
+            Err(e) => log::warn!("{e}; guest RAM may be swapped until a VF pins it again"),
+        }
+    }
+}
+
+fn ram_size(memory: &GuestMemoryMmap) -> u64 {
+    memory.iter().map(|r| r.len()).sum()
+}
+
+fn check_pin_limit(needed: u64, limit: u64, pid: u32) -> Result<(), Error> {
+    if limit < needed {
+        return Err(Error::PinLimit {
+            needed: Size(needed),
+            limit: Size(limit),
+            pid,
+            raise: needed + MEMLOCK_SLACK,
+        });
+    }
+    Ok(())
+}
+
+/// mlocks (`true`, on fault: the pages are populated already) or munlocks
+/// every region of `memory`; all or nothing.
+fn lock_ram(memory: &GuestMemoryMmap, lock: bool) -> Result<(), Error> {
+    let call = |r: &GuestRegionMmap, lock: bool| {
+        let (ptr, len) = (r.as_ptr().cast::<libc::c_void>(), r.size());
+        // SAFETY: `ptr`/`len` is one region of guest RAM, mapped for as
+        // long as `memory` lives; (un)locking changes no page's contents.
+        let rc = unsafe {
+            if lock {
+                libc::mlock2(ptr, len, libc::MLOCK_ONFAULT)
+            } else {
+                libc::munlock(ptr, len)
+            }
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    let regions: Vec<&GuestRegionMmap> = memory.iter().collect();
+    for (i, r) in regions.iter().enumerate() {
+        if let Err(source) = call(r, lock) {
+            for done in &regions[..i] {
+                let _ = call(done, !lock);
+            }
+            return Err(Error::Lock {
+                what: if lock { "mlock" } else { "munlock" },
+                size: Size(ram_size(memory)),
+                source,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The number of reservation threads for `size` bytes of guest RAM:
@@ -671,7 +807,7 @@ pub fn memlock_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_memory::{Bytes, GuestMemoryBackend};
+    use vm_memory::Bytes;
 
     fn small(threads: usize, dma_pinned: bool) -> Reservation {
         Reservation {
@@ -791,6 +927,74 @@ mod tests {
             "{e}"
         );
         assert!(check_memlock(size, DMA_PINNED, size + (64 << 20)).is_ok());
+    }
+
+    #[test]
+    fn a_hot_added_vf_over_the_limit_is_one_line_naming_the_fix() {
+        let size = 256 << 20;
+        let e = check_pin_limit(size, 200 << 20, 42)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "cannot pin 256 MiB of guest memory for the VF's DMA: RLIMIT_MEMLOCK is 200 MiB; \
+             raise it with `prlimit --pid 42 --memlock=335544320` and add the device again, \
+             or run vfvm with CAP_IPC_LOCK"
+        );
+        // The pins replace vfvm's mlock: guest RAM itself is enough.
+        assert!(check_pin_limit(size, size, 42).is_ok());
+    }
+
+    #[test]
+    fn guest_ram_is_unlocked_for_vfio_and_locked_again_without_it() {
+        let locked = |ram: &GuestRam| {
+            let host = ram.memory.iter().next().unwrap().as_ptr() as usize;
+            vm_flags(host).split_whitespace().any(|f| f == "lo")
+        };
+        // 64 KiB fits the default RLIMIT_MEMLOCK of unprivileged users.
+        let (ram, ()) = reserve(&[(GuestAddress(0), 64 << 10)], &small(1, false), |_| ()).unwrap();
+        ram.memory.write_obj(0x5au8, GuestAddress(0x1000)).unwrap();
+        let mut lock = RamLock::new(&small(1, false));
+        assert!(locked(&ram));
+        lock.hand_to_vfio(&ram.memory).unwrap();
+        assert!(!locked(&ram), "VFIO's pins take over the charge");
+        assert_eq!(
+            lock,
+            RamLock {
+                lockable: true,
+                locked: false
+            }
+        );
+        // Populated still: the contents stay.
+        assert_eq!(
+            ram.memory.read_obj::<u8>(GuestAddress(0x1000)).unwrap(),
+            0x5a
+        );
+        lock.relock(&ram.memory);
+        assert!(locked(&ram), "the map failed or the last VF left");
+        lock.relock(&ram.memory);
+        assert!(lock.locked);
+        // Booted with a VF: never locked until the last VF leaves.
+        let (ram, ()) = reserve(&[(GuestAddress(0), 64 << 10)], &small(1, true), |_| ()).unwrap();
+        let mut lock = RamLock::new(&small(1, true));
+        assert!(!locked(&ram));
+        lock.hand_to_vfio(&ram.memory).unwrap();
+        assert!(!locked(&ram));
+        lock.relock(&ram.memory);
+        assert!(locked(&ram));
+        // Huge pages are never locked.
+        let mut lock = RamLock::new(&Reservation {
+            pages: Some(HugePageSize::Size2M),
+            ..small(1, false)
+        });
+        lock.relock(&ram.memory);
+        assert_eq!(
+            lock,
+            RamLock {
+                lockable: false,
+                locked: false
+            }
+        );
     }
 
     #[test]

@@ -215,7 +215,8 @@ impl RunningVm {
             arch::cpuid::add_tsc_deadline(&mut supported);
         }
         let mmio64 = layout::mmio64_window(cfg.memory.size, phys_bits(&supported));
-        let devices = add_pci(prepared.slots, &vm, mmio64, sandbox)?;
+        let ram_lock = memory::RamLock::new(&reservation);
+        let devices = add_pci(prepared.slots, &vm, mmio64, sandbox, ram_lock)?;
         let pci_hotplug = vm.add_pci_hotplug(present)?;
         times.dma_map_secs = devices.dma_map_time.as_secs_f64();
         let vcpu_fds = load_guest(cfg, &vm, &supported, mmio64, &boot)?;
@@ -334,6 +335,7 @@ fn add_pci(
     vm: &Vm,
     mmio64: (vm_memory::GuestAddress, u64),
     sandbox: &Arc<Sandbox>,
+    ram: memory::RamLock,
 ) -> Result<SlotDevices, Error> {
     let pci = PciBuilder::new(
         vm.bar_mapper(),
@@ -347,7 +349,7 @@ fn add_pci(
         },
     )?;
     let ctx = vm.device_context(sandbox.spawner(ThreadKind::BlockIo));
-    let mut devices = add_slot_devices(slots, &ctx, pci)?;
+    let mut devices = add_slot_devices(slots, &ctx, pci, ram)?;
     vm.add_pci_root(devices.pci.build()?)?;
     Ok(devices)
 }

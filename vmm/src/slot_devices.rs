@@ -27,7 +27,7 @@ use devices::virtio::pci::VirtioPciDevice;
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
 use log::{info, warn};
 use vfio_ioctls::{VfioContainer, VfioDeviceFd};
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::api_server::VfView;
 use crate::config::{
@@ -37,6 +37,7 @@ use crate::host::netlink::LazyRtnetlink;
 use crate::host::pci::Sysfs;
 use crate::iommu;
 use crate::irq::{KvmInterrupts, MsiCounts};
+use crate::memory::{self, RamLock};
 use crate::passthru::plan::{self, Guard, GuestPlace, Host, Plan};
 use crate::pci::PciBuilder;
 use crate::vm::DeviceContext;
@@ -74,6 +75,9 @@ pub enum Error {
     /// Guest RAM that the IOMMU cannot map.
     #[error("passthru: {0}")]
     Iommu(String),
+    /// Guest RAM's memlock when the first VF pins it.
+    #[error("passthru: {0}")]
+    Memory(#[from] memory::Error),
     /// The KVM VFIO pseudo-device.
     #[error("passthru: KVM VFIO device: {0}")]
     KvmVfio(#[source] kvm_ioctls::Error),
@@ -385,8 +389,10 @@ pub struct SlotDevices {
     pub vfio: Option<Arc<VfioContainer>>,
     /// VFIO functions attached now. When the last one goes, its group
     /// leaves the container and the kernel drops the container's DMA
-    /// mappings with it: the next one maps guest RAM again.
+    /// mappings (and pins) with it: the next one maps guest RAM again.
     vfio_attached: usize,
+    /// Whether vfvm's mlock holds guest RAM: while no VF pins it.
+    ram: RamLock,
     /// Each emulated device's counters, by device id (a disk's is
     /// `blk@SLOT:FUNCTION`).
     pub device_metrics: Vec<(String, Arc<dyn Metrics>)>,
@@ -402,12 +408,13 @@ fn disk_id(slot: u8, function: u8) -> String {
 }
 
 impl SlotDevices {
-    /// No devices yet, on `pci`.
-    pub fn new(pci: PciBuilder) -> Self {
+    /// No devices yet, on `pci`, guest RAM held as `ram` says.
+    pub fn new(pci: PciBuilder, ram: RamLock) -> Self {
         SlotDevices {
             pci,
             vfio: None,
             vfio_attached: 0,
+            ram,
             device_metrics: Vec::new(),
             msix_metrics: Vec::new(),
             dma_map_time: Duration::ZERO,
@@ -424,6 +431,20 @@ impl SlotDevices {
             self.vfio_attached = self.vfio_attached.saturating_sub(1);
         }
     }
+
+    /// After a removed VF's device was dropped: if it was the last, no VF
+    /// pins guest RAM any more, so vfvm locks it again (its DMA mappings
+    /// go first, should the kernel have kept any, so it is never charged
+    /// twice).
+    pub fn vfio_released(&mut self, memory: &GuestMemoryMmap) {
+        if self.vfio_attached > 0 {
+            return;
+        }
+        if let Some(container) = &self.vfio {
+            let _ = container.vfio_unmap_guest_memory(memory);
+        }
+        self.ram.relock(memory);
+    }
 }
 
 /// Builds the device of every prepared slot and places it on `pci`, in
@@ -432,8 +453,9 @@ pub fn add_slot_devices(
     slots: Vec<PreparedSlot>,
     ctx: &DeviceContext,
     pci: PciBuilder,
+    ram: RamLock,
 ) -> Result<SlotDevices, Error> {
-    let mut out = SlotDevices::new(pci);
+    let mut out = SlotDevices::new(pci, ram);
     for prepared in slots {
         let (slot, function) = (prepared.slot, prepared.function);
         let dev = add_slot_device(&mut out, ctx, prepared)?;
@@ -488,7 +510,9 @@ pub fn add_slot_device(
                 // the largest calls type1 takes (it maps them one at a
                 // time under one lock, so more calls or threads would not
                 // be faster). This pins every page: from here on guest RAM
-                // cannot be swapped, and RLIMIT_MEMLOCK is charged for it.
+                // cannot be swapped, and RLIMIT_MEMLOCK is charged for it,
+                // so vfvm's own mlock (a VM booted without a VF) goes
+                // first, and comes back if the map fails.
                 check_iommu(&container, ctx)?;
                 if out.vfio.is_some() {
                     // Mapped before, its last device since removed: the
@@ -497,15 +521,20 @@ pub fn add_slot_device(
                     // cannot collide with it.
                     let _ = container.vfio_unmap_guest_memory(ctx.memory.as_ref());
                 }
+                out.ram.hand_to_vfio(&ctx.memory)?;
                 let started = Instant::now();
                 // SAFETY: guest RAM stays mapped (and pinned) for as long
                 // as the container lives: both are dropped when the VM ends.
-                unsafe { container.vfio_map_guest_memory(ctx.memory.as_ref()) }.map_err(
-                    |source| Error::Container {
+                if let Err(source) = unsafe { container.vfio_map_guest_memory(ctx.memory.as_ref()) }
+                {
+                    // A region that did map is unmapped before the lock.
+                    let _ = container.vfio_unmap_guest_memory(ctx.memory.as_ref());
+                    out.ram.relock(&ctx.memory);
+                    return Err(Error::Container {
                         what: "DMA-map guest memory",
                         source,
-                    },
-                )?;
+                    });
+                }
                 out.dma_map_time += started.elapsed();
                 out.vfio = Some(container);
             }

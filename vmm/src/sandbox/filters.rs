@@ -443,6 +443,9 @@ fn event_loop() -> List {
             libc::SYS_getegid,
             libc::SYS_prlimit64,
             libc::SYS_getrlimit,
+            // Guest RAM's mlock handed to a hot-added VF's pins and back.
+            libc::SYS_mlock2,
+            libc::SYS_munlock,
             libc::SYS_poll,
             libc::SYS_ppoll,
             // Netlink: VF settings and IFLA_VF_STATS.
