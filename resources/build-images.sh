@@ -2,7 +2,7 @@
 # Builds the emulated SR-IOV host's images into resources/out/:
 #   vmlinuz             kernel of the emulated host (and of its guests)
 #   host-base.cpio.gz   the host's initramfs: busybox, modules, iproute2's ip,
-#                       dmsetup (to stall a disk), util-linux's setpriv, /usr/bin/vfvm,
+#                       dmsetup (to stall a disk), util-linux's setpriv and prlimit, /usr/bin/vfvm,
 #                       /lib/testbed.sh, and the guest's
 #                       kernel and initramfs under /guest/
 #   guest-base.cpio.gz  the guest's initramfs: busybox, igbvf, virtio_blk,
@@ -110,15 +110,16 @@ if ! up_to_date guest-base.cpio.gz "${inputs[@]}"; then
 fi
 
 inputs=("$here/testbed.env" "$here/build-images.sh" "$here/initramfs/host-init" "$here/initramfs/testbed.sh"
-  "$VFVM_BIN" "$out/guest-base.cpio.gz" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv)
+  "$VFVM_BIN" "$out/guest-base.cpio.gz" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv /usr/bin/prlimit)
 if ! up_to_date host-base.cpio.gz "${inputs[@]}"; then
   t=$(mktemp -d) && trap 'rm -rf "$t"' EXIT
   add_busybox "$t"
   rm "$t/sbin/ip" "$t/bin/ip" "$t/usr/bin/setpriv" "$t/bin/setpriv" 2>/dev/null || true
   add_modules "$t" "${host_mods[@]}"
   # util-linux's setpriv can drop a capability from the bounding set
-  # (busybox's cannot): tests run vfvm without CAP_IPC_LOCK with it.
-  add_elf "$t" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv
+  # (busybox's cannot): tests run vfvm without CAP_IPC_LOCK with it;
+  # prlimit changes a running vfvm's RLIMIT_MEMLOCK.
+  add_elf "$t" /sbin/ip /usr/sbin/dmsetup /usr/bin/setpriv /usr/bin/prlimit
   install -m 755 "$here/initramfs/host-init" "$t/init"
   install -m 644 "$here/initramfs/testbed.sh" "$t/lib/testbed.sh"
   install -D -m 755 "$VFVM_BIN" "$t/usr/bin/vfvm"

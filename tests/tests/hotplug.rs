@@ -6,7 +6,10 @@
 //! at slot 6 (add, remove, add again) with a second VF at slot 5; a remove
 //! the (paused) guest cannot acknowledge times out and leaves the device;
 //! the other removal leaves slot 6 pinging; the guest's power-off ends
-//! with status 1 and every VF released.
+//! with status 1 and every VF released. vm1 runs without CAP_IPC_LOCK with
+//! RLIMIT_MEMLOCK = guest RAM + 64 MiB: its RAM is charged once, to vfvm's
+//! mlock without a VF and to VFIO's pins with one; a hot-add over a lowered
+//! limit is refused with the fix, which then works.
 
 use std::time::Duration;
 
@@ -99,8 +102,9 @@ try() {
   ctl "$@" >/tmp/out 2>&1 || s=$?
   marker "$k" "$s $(cat /tmp/out)"
 }
-ups() { grep -c '^@@guest.up' /tmp/com1.log; }
+ups() { grep -c '^@@guest.up' /tmp/com1.log || true; }
 journal() { ls /run/vfvm/journal 2>/dev/null | tr '\n' ' '; }
+vmlck() { sed -n 's/^VmLck:[^0-9]*\([0-9]*\) kB/\1/p' /proc/$vm1/status; }
 # On any exit: what vfvm logged, for the run's log.
 trap 'for f in vm1.err vm2.err com1.log; do sed "s/^/$f: /" /tmp/$f 2>/dev/null; done' EXIT
 
@@ -113,22 +117,44 @@ guest_initrd g /guest.sh >/dev/null
 dd if=/dev/zero of=/tmp/d.img bs=1M count=4 2>/dev/null
 printf 'vfvm-hotplug-ok' | dd of=/tmp/d.img conv=notrunc 2>/dev/null
 
-vfvm run -c 2 -m 256M -l com1,/tmp/com1.log -s 0,hostbridge -s 31,lpc \
-  --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "KCMD acpid=on" \
-  --api-sock $S vm1 2>/tmp/vm1.err &
+# Without CAP_IPC_LOCK (util-linux setpriv drops it), RLIMIT_MEMLOCK of
+# guest RAM + 64 MiB; exec keeps $! the pid of vfvm.
+(ulimit -l $(((256 + 64) * 1024))
+  exec /usr/bin/setpriv --bounding-set -ipc_lock vfvm run -c 2 -m 256M -l com1,/tmp/com1.log \
+  -s 0,hostbridge -s 31,lpc --kernel /guest/vmlinuz --initrd /tmp/g.img --cmdline "KCMD acpid=on" \
+  --api-sock $S vm1) 2>/tmp/vm1.err &
 vm1=$!
 wait_for 20 "test -S $S" || die "vm1: no API socket"
 wait_for 120 "grep -qs '^watching' /tmp/com1.log" || die "vm1's guest does not watch its slots"
 got guest.button
+marker host.caps "$(grep CapEff /proc/$vm1/status)"
+marker host.vmlck_boot "$(vmlck)"
+
+# 0. RLIMIT_MEMLOCK lowered below guest RAM: the add is refused with the
+# fix, nothing appears; the fix it names (guest RAM + 64 MiB again) lets
+# the same add through (1.).
+u=$(ups)
+prlimit --pid $vm1 --memlock=$((200 << 20))
+try host.pinlimit add-device -s 6:0,passthru,$VF0,mac=aa:88:44:00:06:01
+sleep 1
+marker host.after_pinlimit "$u $(ups) $(driver_of $VF0) [$(journal)]"
+marker host.vmlck_refused "$(vmlck)"
+fix=$(sed -n 's/.*`\(prlimit [^`]*\)`.*/\1/p' /tmp/out)
+marker host.fix "$fix"
+prlimit --pid $vm1 --memlock=$(((256 + 64) << 20))
 
 # 1. A VF at slot 6 with a MAC, then removed.
 try host.add6 add-device -s 6:0,passthru,$VF0,mac=aa:88:44:00:06:01
 got guest.up.6.1
 got guest.vf.6.1
+marker host.vmlck_vf "$(vmlck)"
 marker host.info6 "$(ctl info | grep '^0000:00:06.0')"
 try host.remove6 remove-device 6:0
 got guest.gone.6.1 10
 marker host.vf0_after_remove "$(driver_of $VF0) [$(journal)]"
+# Its pins gone with it, vfvm's mlock holds guest RAM again.
+wait_for 10 "[ \"\$(vmlck)\" -ge 262144 ]" || true
+marker host.vmlck_removed "$(vmlck)"
 
 # 2. A disk at slot 7 (rw), locked while vm1 has it, then removed.
 try host.add7 add-device -s 7:0,virtio-blk,/tmp/d.img
@@ -167,6 +193,7 @@ try host.readd6 add-device -s 6:0,passthru,$VF0,mac=aa:88:44:00:06:02
 got guest.vf.6.2
 try host.add5 add-device -s 5:0,passthru,$VF1,mac=aa:88:44:00:05:01
 got guest.vf.5.1
+marker host.vmlck_two "$(vmlck)"
 try host.occupied add-device -s 6:0,passthru,$VF2
 
 # 6. A remove the paused guest cannot acknowledge times out; the VF stays.
@@ -201,6 +228,45 @@ fn vf_and_disk_hotplug() {
     let vfs: Vec<&str> = m("host.vfs").split_whitespace().collect();
     let vf0 = vfs[0];
     let loss = |v: &str| v.split_whitespace().nth(1).map(str::to_string);
+    // Guest RAM (256 MiB = 262144 kB) charged once, never twice: VmLck is
+    // vfvm's mlock or VFIO's pins, plus at most a few MiB of its own.
+    let once = |key: &str| {
+        let v = m(key);
+        let kb: u64 = v.parse().unwrap_or_else(|_| panic!("{key}: {v:?}"));
+        assert!(
+            (262_144..262_144 + 16_384).contains(&kb),
+            "{key}: VmLck {kb} kB"
+        );
+    };
+
+    // 0. vm1 without CAP_IPC_LOCK (bit 14); a lowered RLIMIT_MEMLOCK
+    // refuses the add in one sentence naming it and the fix, the guest
+    // and the VF unaffected.
+    let caps = m("host.caps")
+        .trim_start_matches("CapEff:")
+        .trim()
+        .to_string();
+    let caps = u64::from_str_radix(&caps, 16).unwrap();
+    assert_eq!(caps & (1 << 14), 0, "CAP_IPC_LOCK not dropped: {caps:x}");
+    once("host.vmlck_boot");
+    let refused = m("host.pinlimit");
+    for want in [
+        "1 vfvm: error: passthru: cannot pin 256 MiB of guest memory for the VF's DMA: RLIMIT_MEMLOCK is 200 MiB; raise it with `prlimit --pid ",
+        " --memlock=335544320` and add the device again, or run vfvm with CAP_IPC_LOCK (404)",
+    ] {
+        assert!(refused.contains(want), "{refused:?} does not say {want:?}");
+    }
+    assert!(!refused.contains('\n'), "one line: {refused:?}");
+    let after: Vec<&str> = m("host.after_pinlimit").split_whitespace().collect();
+    assert_eq!(after[0], after[1], "nothing new appeared in the guest");
+    assert_eq!(after[2..], ["vfio-pci", "[]"], "the VF released");
+    once("host.vmlck_refused");
+    assert!(
+        m("host.fix").starts_with("prlimit --pid ")
+            && m("host.fix").ends_with(" --memlock=335544320"),
+        "{}",
+        m("host.fix")
+    );
 
     // 1. The VF at exactly 0000:00:06.0, bound to igbvf, with the MAC, pinging.
     assert_eq!(m("host.add6"), "0 added 6:0 at 0000:00:06.0");
@@ -211,6 +277,7 @@ fn vf_and_disk_hotplug() {
     );
     let vf6 = m("guest.vf.6.1");
     assert!(vf6.starts_with("aa:88:44:00:06:01 0 "), "{vf6}");
+    once("host.vmlck_vf");
     let row: Vec<&str> = m("host.info6").split_whitespace().collect();
     assert_eq!(
         row,
@@ -229,6 +296,7 @@ fn vf_and_disk_hotplug() {
         "vfio-pci []",
         "released, no journal left"
     );
+    once("host.vmlck_removed");
 
     // 2. The disk reads back what the host wrote; it is locked while added.
     assert_eq!(m("host.add7"), "0 added 7:0 at 0000:00:07.0");
@@ -286,6 +354,7 @@ fn vf_and_disk_hotplug() {
     assert_eq!(m("host.add5"), "0 added 5:0 at 0000:00:05.0");
     let vf5 = m("guest.vf.5.1");
     assert!(vf5.starts_with("aa:88:44:00:05:01 0 others: 6=0"), "{vf5}");
+    once("host.vmlck_two");
     let occupied = m("host.occupied");
     assert!(
         occupied.starts_with("1 ")
