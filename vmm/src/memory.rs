@@ -303,28 +303,11 @@ fn check_pin_limit(needed: u64, limit: u64, pid: u32) -> Result<(), Error> {
 /// mlocks (`true`, on fault: the pages are populated already) or munlocks
 /// every region of `memory`; all or nothing.
 fn lock_ram(memory: &GuestMemoryMmap, lock: bool) -> Result<(), Error> {
-    let call = |r: &GuestRegionMmap, lock: bool| {
-        let (ptr, len) = (r.as_ptr().cast::<libc::c_void>(), r.size());
-        // SAFETY: `ptr`/`len` is one region of guest RAM, mapped for as
-        // long as `memory` lives; (un)locking changes no page's contents.
-        let rc = unsafe {
-            if lock {
-                libc::mlock2(ptr, len, libc::MLOCK_ONFAULT)
-            } else {
-                libc::munlock(ptr, len)
-            }
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    };
     let regions: Vec<&GuestRegionMmap> = memory.iter().collect();
     for (i, r) in regions.iter().enumerate() {
-        if let Err(source) = call(r, lock) {
+        if let Err(source) = set_locked(r, lock) {
             for done in &regions[..i] {
-                let _ = call(done, !lock);
+                let _ = set_locked(done, !lock);
             }
             return Err(Error::Lock {
                 what: if lock { "mlock" } else { "munlock" },
@@ -538,12 +521,30 @@ fn map_region(addr: GuestAddress, size: u64, how: &Reservation) -> Result<Mapped
     if how.mlock() {
         // Marks the whole region locked: the kernel charges RLIMIT_MEMLOCK
         // once, here, and every page the threads fault in stays resident.
-        // SAFETY: as above.
-        if unsafe { libc::mlock2(ptr, len, libc::MLOCK_ONFAULT) } != 0 {
-            return Err(fail("mlock2", io::Error::last_os_error()));
-        }
+        set_locked(&region, true).map_err(|e| fail("mlock2", e))?;
     }
     Ok(Mapped { addr, region })
+}
+
+/// `mlock2(MLOCK_ONFAULT)`s (`lock`) or munlocks the whole of `region`:
+/// pages already there stay, and with `lock` the kernel charges
+/// RLIMIT_MEMLOCK for all of it at once. Changes no page's contents.
+fn set_locked(region: &MmapRegion, lock: bool) -> io::Result<()> {
+    let (ptr, len) = (region.as_ptr().cast::<libc::c_void>(), region.size());
+    // SAFETY: `ptr`/`len` is exactly `region`'s mapping, which lives as long
+    // as the borrow; (un)locking touches no memory.
+    let rc = unsafe {
+        if lock {
+            libc::mlock2(ptr, len, libc::MLOCK_ONFAULT)
+        } else {
+            libc::munlock(ptr, len)
+        }
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A piece of work for one thread: `len` bytes at host address `host`.
