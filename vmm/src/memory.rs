@@ -209,6 +209,14 @@ impl Reservation {
         }
     }
 
+    /// Whether a CPU vfvm may run on is left over beside the populating
+    /// threads, for the work done alongside them (decompressing a bzImage;
+    /// resources/BENCH.md, issue 13: without one that work only stretches
+    /// the reservation).
+    pub fn leaves_a_cpu(&self) -> bool {
+        usable_cpus() > self.threads
+    }
+
     /// Page size, what holds the pages and the `threads` that populated
     /// them, for the log.
     pub fn describe(&self, threads: usize) -> String {

@@ -192,7 +192,7 @@ impl RunningVm {
         // The kernel is loaded while the threads populate guest RAM.
         let (ram, kernel) =
             memory::reserve(&layout::ram_ranges(cfg.memory.size), &reservation, |mem| {
-                load_kernel(cfg, mem, &mut times)
+                load_kernel(cfg, mem, &reservation, &mut times)
             })?;
         let boot = kernel?;
         signals.check()?;
@@ -423,14 +423,23 @@ fn load_guest(
 /// Reads the kernel (decompressing a bzImage's payload into `mem`) and
 /// loads it, the initrd and the zero page, which points at the RSDP that
 /// the ACPI tables put at [`layout::ACPI_START`] later.
+/// A bzImage is decompressed by vfvm if a CPU is left beside the
+/// `reservation`'s threads (the decoder then hides behind them), else by
+/// the guest, once RAM is reserved.
 fn load_kernel(
     cfg: &VmConfig,
     mem: &vm_memory::GuestMemoryMmap,
+    reservation: &memory::Reservation,
     times: &mut StartTimes,
 ) -> Result<arch::boot::BootInfo, Error> {
     let loading = Instant::now();
-    let image = arch::boot::read_kernel(&cfg.boot.kernel)?;
-    times.kernel = kernel_load(image.how());
+    let decompressor = if reservation.leaves_a_cpu() {
+        arch::boot::Decompressor::Host
+    } else {
+        arch::boot::Decompressor::Guest
+    };
+    let image = arch::boot::read_kernel(&cfg.boot.kernel, decompressor)?;
+    times.kernel = kernel_load(image.how(), reservation.threads);
     let boot = arch::boot::load_kernel(
         mem,
         &arch::boot::KernelConfig {
@@ -445,14 +454,20 @@ fn load_kernel(
     Ok(boot)
 }
 
-/// How the kernel was loaded, for the start's log line.
-fn kernel_load(how: arch::boot::KernelLoad) -> String {
+/// How the kernel was loaded beside `threads` reservation threads, for
+/// the start's log line.
+fn kernel_load(how: arch::boot::KernelLoad, threads: usize) -> String {
     match how {
         arch::boot::KernelLoad::Vmlinux => "vmlinux".into(),
-        arch::boot::KernelLoad::Decompressed(format) => {
-            format!("bzImage, its {format} payload decompressed by vfvm into guest memory")
-        }
-        arch::boot::KernelLoad::BzImage => "bzImage, the guest decompresses it".into(),
+        arch::boot::KernelLoad::Decompressed(format) => format!(
+            "bzImage, its {format} payload decompressed by vfvm into guest memory \
+             on a CPU the reservation left"
+        ),
+        arch::boot::KernelLoad::BzImage(Some(format)) => format!(
+            "bzImage, its {format} payload decompressed by the guest: \
+             the {threads} reservation threads take every CPU vfvm may use"
+        ),
+        arch::boot::KernelLoad::BzImage(None) => "bzImage, the guest decompresses it".into(),
     }
 }
 
