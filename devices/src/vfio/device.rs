@@ -195,8 +195,8 @@ pub struct VfioPciDevice<H: HostFunction = VfioDevice> {
 
 impl VfioPciDevice<VfioDevice> {
     /// Opens the function at `sysfs_path` (`/sys/bus/pci/devices/DDDD:BB:SS.F`,
-    /// bound to vfio-pci) in `container`, resets it and gets its vectors
-    /// and INTx pin from `irq`.
+    /// bound to vfio-pci) in `container` and gets its vectors and INTx pin
+    /// from `irq`. Opening it resets it: see [`Self::with_host`].
     pub fn new(
         sysfs_path: &Path,
         container: Arc<VfioContainer>,
@@ -246,14 +246,17 @@ fn rom_image(name: &str, host: &impl HostFunction, rom: Rom) -> Option<Vec<u8>> 
 
 impl<H: HostFunction> VfioPciDevice<H> {
     /// A passthrough device over `host`, named `name` in errors and logs.
-    /// Resets the function first so the guest starts from a clean device.
+    /// The guest starts from a clean function without a reset here: vfio-pci
+    /// resets it when its device file is first opened (`vfio_pci_core_enable`
+    /// tries a function reset, and a device without one fails our reset
+    /// too), so another would only add an FLR, with the 100 ms wait PCIe
+    /// requires after it, to every start (resources/BENCH.md, issue 13).
     pub fn with_host(
         name: String,
         host: H,
         irq: &dyn InterruptManager,
         options: VfioOptions,
     ) -> Result<Self, Error> {
-        host.reset();
         let config_size = host.region(CONFIG_REGION).size;
         if config_size < 256 {
             return Err(Error::ConfigSpace {
