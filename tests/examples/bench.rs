@@ -142,11 +142,12 @@ qemu_vm() {
     -kernel "$_k" -initrd "$_img" -append "$_app" "$@"
 }
 
-# ch_vm KERNEL IMG CMDLINE: Cloud Hypervisor (/ch, when the bench has one),
-# the same guest, its serial port on stdout.
+# ch_vm KERNEL IMG CMDLINE [CH-ARGS...]: Cloud Hypervisor (/ch, when the
+# bench has one), the same guest, its serial port on stdout.
 ch_vm() {
-  exec /ch --kernel "$1" --initramfs "$2" --cmdline "$3" --cpus boot=2 \
-    --memory size=512M${PEERS_RESERVE:+,prefault=on} --serial tty --console off
+  _k=$1 _img=$2 _app=$3; shift 3
+  exec /ch --kernel "$_k" --initramfs "$_img" --cmdline "$_app" --cpus boot=2 \
+    --memory size=512M${PEERS_RESERVE:+,prefault=on} --serial tty --console off "$@"
 }
 "#;
 
@@ -1149,22 +1150,60 @@ pk
         )
     };
     let slot = format!("-s 5:0,passthru,1/16/0,mac={VF_MAC}");
+    let ch = cloud_hypervisor();
+    if let Err(why) = &ch {
+        t.note(format!("(vf: no Cloud Hypervisor column: {why})"));
+    }
+    let n = boots();
+    // Rounds of launch -> first ping, each VMM booting the idle guest once
+    // a round; vfvm restores the VF's MAC when it ends, so the peers get
+    // it set through the PF as vfvm's `mac=` does.
+    let ch_dev = "--device path=/sys/bus/pci/devices/$(vf_bdf 0)/";
+    let mut rounds = String::new();
+    for i in 1..=n {
+        let idle = format!("{GUEST_CMDLINE} bench=idle");
+        let _ = writeln!(
+            rounds,
+            "vmm vfvm_r{i} {}",
+            vfvm_cmd("/tmp/g.img", &slot, &idle, "g")
+        );
+        let _ = writeln!(
+            rounds,
+            "vf_mac 0 {VF_MAC}\nvmm qemu_r{i} qemu_vm /guest/vmlinuz /tmp/g.img \"{idle}\" \
+             -device vfio-pci,host=01:10.0"
+        );
+        if ch.is_ok() {
+            let _ = writeln!(
+                rounds,
+                "vf_mac 0 {VF_MAC}\nvmm ch_r{i} ch_vm /guest/vmlinuz /tmp/g.img \"{idle}\" {ch_dev}"
+            );
+        }
+    }
     let host = format!(
         r#"{HOST_LIB}
 pf_up
 make_vfs 1
 bind_vfio "$(vf_bdf 0)" >/dev/null
 guest_initrd g /guest.sh >/dev/null
-{lv}
+{rounds}{lv}
 vmm vfvm {v}
 vmm vfvmidle {vi}
 vf_mac 0 {VF_MAC}
 {lq}
 vmm qemu qemu_vm /guest/vmlinuz /tmp/g.img "{GUEST_CMDLINE} bench_port=5002" -device vfio-pci,host=01:10.0
-sleep 1
+{ch}sleep 1
 "#,
         lv = listen("vfvm", 5001),
         lq = listen("qemu", 5002),
+        ch = if ch.is_ok() {
+            format!(
+                "{}\nvf_mac 0 {VF_MAC}\n\
+                 vmm ch ch_vm /guest/vmlinuz /tmp/g.img \"{GUEST_CMDLINE} bench_port=5003\" {ch_dev}\n",
+                listen("ch", 5003)
+            )
+        } else {
+            String::new()
+        },
         v = vfvm_cmd(
             "/tmp/g.img",
             &slot,
@@ -1178,11 +1217,11 @@ sleep 1
             "g"
         ),
     );
-    let run = match testbed("bench-vf", true)
-        .file("guest.sh", guest)
-        .scenario(&host)
-        .run()
-    {
+    let mut bed = testbed("bench-vf", true).file("guest.sh", guest);
+    if let Ok(bin) = &ch {
+        bed = bed.file("ch", bin.clone());
+    }
+    let run = match bed.scenario(&host).run() {
         Ok(run) => run,
         Err(e) => return t.na("vf", "VF passthrough", e.to_string()),
     };
@@ -1191,24 +1230,57 @@ sleep 1
             return t.na("vf", "VF passthrough", why(&run, label));
         }
     }
+    if ch.is_ok() && num(&run, "b.ch.guest.rtt").is_none() {
+        t.note(format!(
+            "(vf: no Cloud Hypervisor figures: {})",
+            why(&run, "ch")
+        ));
+    }
+    let three = |f: &dyn Fn(&str) -> Option<f64>| [f("vfvm"), f("qemu"), f("ch")];
     let ping1 = |label: &str| num(&run, &format!("b.{label}.ping1"));
-    t.figure(
+    let samples = |vmm: &str| -> Vec<f64> {
+        (1..=n)
+            .filter_map(|i| ping1(&format!("{vmm}_r{i}")))
+            .collect()
+    };
+    t.figure3(
         "vf",
-        "launch -> first ping over the VF (s)",
-        ping1("vfvm"),
-        ping1("qemu"),
+        &format!("launch -> first ping over the VF, median of {n} (s)"),
+        three(&|vmm| median(samples(vmm))),
+    );
+    for vmm in ["vfvm", "qemu", "ch"] {
+        t.note(format!(
+            "(vf: launch -> first ping samples {vmm}: {:?})",
+            samples(vmm)
+        ));
+    }
+    for other in ["qemu", "ch"] {
+        let r: Vec<f64> = (1..=n)
+            .filter_map(|i| Some(ping1(&format!("vfvm_r{i}"))? / ping1(&format!("{other}_r{i}"))?))
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect();
+        if !r.is_empty() {
+            t.note(format!(
+                "(vf: launch -> first ping, vfvm/{other} round by round: {r:?}, median {:.2})",
+                median(r.clone()).unwrap_or(0.0)
+            ));
+        }
+    }
+    t.figure3(
+        "vf",
+        "launch -> first ping, the full runs (s)",
+        three(&ping1),
     );
     let rtt = |label: &str| num(&run, &format!("b.{label}.guest.rtt"));
-    t.figure("vf", "ping RTT avg, 50 x -A (ms)", rtt("vfvm"), rtt("qemu"));
+    t.figure3("vf", "ping RTT avg, 50 x -A (ms)", three(&rtt));
     let tput = |label: &str| {
         let v = nums(&run, &format!("b.{label}.nc"))?;
         (v[0] > 0.0).then(|| v[1] / 1e6 / v[0])
     };
-    t.figure(
+    t.figure3(
         "vf",
         &format!("nc guest -> PF {NC_MIB} MiB (MB/s)"),
-        tput("vfvm"),
-        tput("qemu"),
+        three(&tput),
     );
     let pkts = |label: &str| num(&run, &format!("b.{label}.guest.pkts"));
     let per_pkt = (|| {
