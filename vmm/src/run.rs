@@ -186,15 +186,20 @@ impl RunningVm {
         // only once vfvm has released them.
         let prepared = prepare_slots(cfg)?;
         let host = prepared.host;
-        let present = prepared.slots.iter().fold(0u32, |m, s| m | 1 << s.slot);
+        let mut slots = prepared.slots;
+        let present = slots.iter().fold(0u32, |m, s| m | 1 << s.slot);
         signals.check()?;
 
-        // The kernel is loaded while the threads populate guest RAM.
-        let (ram, kernel) =
+        // The kernel is loaded and the passthrough devices open (the
+        // kernel resets each) while the threads populate guest RAM.
+        let vm_fd = Vm::create(&kvm)?;
+        let (ram, (kernel, opened)) =
             memory::reserve(&layout::ram_ranges(cfg.memory.size), &reservation, |mem| {
-                load_kernel(cfg, mem, &reservation, &mut times)
+                let opened = crate::slot_devices::open_passthru(&mut slots, &vm_fd);
+                (load_kernel(cfg, mem, &reservation, &mut times), opened)
             })?;
         let boot = kernel?;
+        opened?;
         signals.check()?;
         times.reserved(
             ram.reserve_time,
@@ -203,7 +208,7 @@ impl RunningVm {
                 reservation.describe(ram.threads)
             ),
         );
-        let vm = Vm::new(&kvm, ram.memory)?;
+        let vm = Vm::new(vm_fd, ram.memory)?;
         vm.add_power()?;
         let ged = vm.add_ged()?;
         let rtc = vm.add_rtc()?;
@@ -216,7 +221,7 @@ impl RunningVm {
         }
         let mmio64 = layout::mmio64_window(cfg.memory.size, phys_bits(&supported));
         let ram_lock = memory::RamLock::new(&reservation);
-        let devices = add_pci(prepared.slots, &vm, mmio64, sandbox, ram_lock)?;
+        let devices = add_pci(slots, &vm, mmio64, sandbox, ram_lock)?;
         let pci_hotplug = vm.add_pci_hotplug(present)?;
         times.dma_map_secs = devices.dma_map_time.as_secs_f64();
         let vcpu_fds = load_guest(cfg, &vm, &supported, mmio64, &boot)?;

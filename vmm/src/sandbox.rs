@@ -8,7 +8,8 @@
 //! ([`Sandbox::spawner`]: the API thread, the disk queue threads), and the
 //! main thread just before it starts the event loop ([`ThreadKind::EventLoop`],
 //! which then also runs the VM's teardown). Threads that end before the
-//! guest runs (the memory reservation workers) run unfiltered.
+//! guest runs (the memory reservation workers, the threads opening passthrough
+//! devices) run unfiltered.
 //!
 //! With `on` a forbidden call traps: the thread prints one line naming its
 //! kind and the call, and vfvm ends at once ([`trap`]); what it changed on

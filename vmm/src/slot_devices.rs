@@ -8,7 +8,10 @@
 //! the passthrough plans applied (journal, driver binding, VF settings). A
 //! bad disk or VF therefore fails the run before anything on the host has
 //! changed. [`add_slot_devices`] then builds the guest-facing devices from
-//! the prepared slots and places them; it looks nothing up again.
+//! the prepared slots and places them; it looks nothing up again. In
+//! between, while guest RAM is reserved, [`open_passthru`] opens the
+//! passthrough devices (the kernel resets each as it opens: an FLR and
+//! PCIe's 100 ms wait after it, all of them at once).
 //!
 //! One slot goes through the same two steps, `check_slot` then
 //! `CheckedSlot::apply`, and one prepared slot becomes its device through
@@ -25,8 +28,9 @@ use devices::vfio::{Rom, VfioOptions, VfioPciDevice};
 use devices::virtio::block::{Block, BlockConfig, MAX_QUEUES};
 use devices::virtio::pci::VirtioPciDevice;
 use kvm_bindings::{kvm_create_device, kvm_device_type_KVM_DEV_TYPE_VFIO};
+use kvm_ioctls::VmFd;
 use log::{info, warn};
-use vfio_ioctls::{VfioContainer, VfioDeviceFd};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioDeviceFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::api_server::VfView;
@@ -78,6 +82,10 @@ pub enum Error {
     /// Guest RAM's memlock when the first VF pins it.
     #[error("passthru: {0}")]
     Memory(#[from] memory::Error),
+    /// A thread opening a passthrough device did not start or ended
+    /// without a result.
+    #[error("passthru: a thread opening a device: {0}")]
+    OpenThread(String),
     /// The KVM VFIO pseudo-device.
     #[error("passthru: KVM VFIO device: {0}")]
     KvmVfio(#[source] kvm_ioctls::Error),
@@ -140,6 +148,9 @@ pub enum PreparedDevice {
         sysfs_path: PathBuf,
         /// The guest's expansion ROM (a `rom=` file already read).
         rom: Rom,
+        /// The device opened in its container by [`open_passthru`]; a
+        /// hot-added one opens as its device is built.
+        opened: Option<(Arc<VfioContainer>, VfioDevice)>,
     },
 }
 
@@ -323,7 +334,11 @@ fn check_slot(s: &PciSlotConfig, cfg: &VmConfig, host: &Host) -> Result<CheckedS
             })?;
             let sysfs_path = checked.sysfs_path();
             plan = Some(checked);
-            PreparedDevice::Passthru { sysfs_path, rom }
+            PreparedDevice::Passthru {
+                sysfs_path,
+                rom,
+                opened: None,
+            }
         }
     };
     Ok(CheckedSlot {
@@ -493,14 +508,27 @@ pub fn add_slot_device(
             }
             Arc::new(Mutex::new(pci_dev))
         }
-        PreparedDevice::Passthru { sysfs_path, rom } => {
-            let container = match &out.vfio {
-                Some(c) => c.clone(),
-                None => vfio_container(ctx)?,
-            };
+        PreparedDevice::Passthru {
+            sysfs_path,
+            rom,
+            opened,
+        } => {
             let options = VfioOptions { slot, rom };
-            let dev = VfioPciDevice::new(&sysfs_path, container.clone(), &irq, options)
-                .map_err(|source| Error::Vfio { arg, source })?;
+            let (container, dev) = match opened {
+                Some((container, host)) => {
+                    let dev = VfioPciDevice::opened(&sysfs_path, host, &irq, options);
+                    (container, dev)
+                }
+                None => {
+                    let container = match &out.vfio {
+                        Some(c) => c.clone(),
+                        None => vfio_container(&ctx.fd)?,
+                    };
+                    let dev = VfioPciDevice::new(&sysfs_path, container.clone(), &irq, options);
+                    (container, dev)
+                }
+            };
+            let dev = dev.map_err(|source| Error::Vfio { arg, source })?;
             // A VF's interrupts go from the kernel to KVM: nothing to count.
             irq.take_counts();
             if out.vfio_attached == 0 {
@@ -562,13 +590,79 @@ fn check_iommu(container: &VfioContainer, vm: &DeviceContext) -> Result<(), Erro
     iommu::check_layout(&ram, &info).map_err(Error::Iommu)
 }
 
-fn vfio_container(vm: &DeviceContext) -> Result<Arc<VfioContainer>, Error> {
+/// Opens every passthrough device of `slots` in one new VFIO container of
+/// the VM `vm`, each in a thread of its own (the kernel resets a function
+/// as it opens, sleeping through most of it), while guest RAM is reserved.
+/// Nothing is mapped for DMA yet: [`add_slot_device`] does that once RAM is
+/// populated.
+pub fn open_passthru(slots: &mut [PreparedSlot], vm: &VmFd) -> Result<(), Error> {
+    /// One device to open, and where it goes.
+    struct ToOpen<'a> {
+        arg: &'a str,
+        path: &'a std::path::Path,
+        opened: &'a mut Option<(Arc<VfioContainer>, VfioDevice)>,
+    }
+    let mut todo: Vec<ToOpen> = slots
+        .iter_mut()
+        .filter_map(|s| match &mut s.device {
+            PreparedDevice::Passthru {
+                sysfs_path, opened, ..
+            } => Some(ToOpen {
+                arg: &s.arg,
+                path: sysfs_path,
+                opened,
+            }),
+            _ => None,
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let container = vfio_container(vm)?;
+    let open = |item: &mut ToOpen| -> Result<(), Error> {
+        let host =
+            VfioPciDevice::open(item.path, container.clone()).map_err(|source| Error::Vfio {
+                arg: item.arg.to_owned(),
+                source,
+            })?;
+        *item.opened = Some((container.clone(), host));
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        // Setup threads, joined before any guest code runs: they run
+        // without a seccomp filter (see `crate::sandbox`).
+        let handles: Vec<_> = todo
+            .drain(..)
+            .map(|mut item| {
+                let open = &open;
+                std::thread::Builder::new()
+                    .name("vfio-open".into())
+                    .spawn_scoped(s, move || open(&mut item))
+            })
+            .collect();
+        let mut result = Ok(());
+        for h in handles {
+            let r = match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::OpenThread("it panicked".into()))),
+                Err(e) => Err(Error::OpenThread(e.to_string())),
+            };
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
+}
+
+fn vfio_container(vm: &VmFd) -> Result<Arc<VfioContainer>, Error> {
     let mut kvm_vfio = kvm_create_device {
         type_: kvm_device_type_KVM_DEV_TYPE_VFIO,
         fd: 0,
         flags: 0,
     };
-    let fd = vm.fd.create_device(&mut kvm_vfio).map_err(Error::KvmVfio)?;
+    let fd = vm.create_device(&mut kvm_vfio).map_err(Error::KvmVfio)?;
     let handle = Arc::new(VfioDeviceFd::new_from_kvm(fd));
     VfioContainer::new(Some(handle))
         .map(Arc::new)

@@ -112,8 +112,10 @@ impl Drop for Vm {
 }
 
 impl Vm {
-    /// Creates the VM with its irqchip, PIT and `memory` as RAM.
-    pub fn new(kvm: &Kvm, memory: GuestMemoryMmap) -> Result<Self, Error> {
+    /// Creates the KVM VM with its irqchip and PIT, before its RAM exists
+    /// (passthrough devices open while RAM is reserved: they need it for
+    /// their VFIO container).
+    pub fn create(kvm: &Kvm) -> Result<Arc<VmFd>, Error> {
         let fd = Arc::new(kvm.create_vm().map_err(kvm_err("create VM"))?);
         fd.set_tss_address(layout::KVM_TSS_START.0 as usize)
             .map_err(kvm_err("set TSS address"))?;
@@ -125,7 +127,11 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_err("create PIT"))?;
+        Ok(fd)
+    }
 
+    /// The VM `fd` (from [`Vm::create`]) with `memory` as RAM.
+    pub fn new(fd: Arc<VmFd>, memory: GuestMemoryMmap) -> Result<Self, Error> {
         let slots = Arc::new(Mutex::new(MemorySlots::default()));
         for region in memory.iter() {
             let host = region.as_ptr() as u64;

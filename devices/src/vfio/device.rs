@@ -203,24 +203,43 @@ impl VfioPciDevice<VfioDevice> {
         irq: &dyn InterruptManager,
         options: VfioOptions,
     ) -> Result<Self, Error> {
-        let device = sysfs_path.file_name().map_or_else(
-            || sysfs_path.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let host =
-            VfioDevice::new(sysfs_path, container, false).map_err(|source| match source {
-                VfioError::OpenGroup(ref e, _) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    Error::InUse {
-                        device: device.clone(),
-                    }
-                }
-                source => Error::Open {
-                    device: device.clone(),
-                    source,
-                },
-            })?;
-        Self::with_host(device, host, irq, options)
+        let host = Self::open(sysfs_path, container)?;
+        Self::opened(sysfs_path, host, irq, options)
     }
+
+    /// Opens the function at `sysfs_path` in `container`, for
+    /// [`Self::opened`] later: the kernel's reset of the function (an FLR
+    /// and PCIe's 100 ms after it) then need not wait for the VM.
+    pub fn open(sysfs_path: &Path, container: Arc<VfioContainer>) -> Result<VfioDevice, Error> {
+        VfioDevice::new(sysfs_path, container, false).map_err(|source| {
+            let device = device_name(sysfs_path);
+            match source {
+                VfioError::OpenGroup(ref e, _) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    Error::InUse { device }
+                }
+                source => Error::Open { device, source },
+            }
+        })
+    }
+
+    /// The device over `host`, the function [`Self::open`] opened at
+    /// `sysfs_path`, with its vectors and INTx pin from `irq`.
+    pub fn opened(
+        sysfs_path: &Path,
+        host: VfioDevice,
+        irq: &dyn InterruptManager,
+        options: VfioOptions,
+    ) -> Result<Self, Error> {
+        Self::with_host(device_name(sysfs_path), host, irq, options)
+    }
+}
+
+/// The PCI address at the end of a sysfs path, for errors and logs.
+fn device_name(sysfs_path: &Path) -> String {
+    sysfs_path.file_name().map_or_else(
+        || sysfs_path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// The guest's ROM image: `rom`'s, or the device's own from VFIO's ROM
