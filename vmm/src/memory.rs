@@ -51,7 +51,12 @@ const BYTES_PER_THREAD: u64 = 256 << 20;
 /// `VFVM_RESERVE_THREADS` accepts 1 to this.
 const MAX_THREADS: usize = 256;
 /// Threads take work in chunks of this much (or one huge page if larger).
-const CHUNK: u64 = 64 << 20;
+/// Each chunk is one MADV_POPULATE_WRITE, which holds the process's
+/// memory-map lock while it faults the chunk in: small chunks let what
+/// runs alongside (the kernel's loading, the passthrough devices opening,
+/// any mmap) in between (resources/BENCH.md, issue 13: a device's open
+/// took 0.79-1.17 s beside 64 MiB chunks, 0.43-0.51 s beside 8 MiB).
+const CHUNK: u64 = 8 << 20;
 /// Progress is shown once a reservation takes longer than this.
 const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 /// The environment variable that sets the number of reservation threads.
