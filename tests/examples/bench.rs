@@ -474,21 +474,8 @@ fn boot(t: &mut Table) {
     }
     const VMMS: [&str; 3] = ["vfvm", "qemu", "ch"];
     // The samples of one figure for `vmm` with kernel form `form`.
-    let samples = |vmm: &str, form: &str, f: &dyn Fn(&str) -> Option<f64>| -> Vec<f64> {
-        (1..=n)
-            .filter_map(|i| f(&format!("{vmm}_{form}{i}")))
-            .collect()
-    };
-    // vfvm's figure over another VMM's of the same round, round by round:
-    // neighbours in time share the machine's load.
-    let pairs = |other: &str, form: &str, f: &dyn Fn(&str) -> Option<f64>| -> Vec<f64> {
-        (1..=n)
-            .filter_map(|i| {
-                Some(f(&format!("vfvm_{form}{i}"))? / f(&format!("{other}_{form}{i}"))?)
-            })
-            .map(|r| (r * 100.0).round() / 100.0)
-            .collect()
-    };
+    let samples =
+        |vmm: &str, form: &str, f: &dyn Fn(&str) -> Option<f64>| round_samples(n, vmm, form, f);
     let row = |t: &mut Table, what: &str, form: &str, f: &dyn Fn(&str) -> Option<f64>| {
         let values = VMMS.map(|vmm| median(samples(vmm, form, f)));
         t.figure3("boot", what, values);
@@ -508,7 +495,7 @@ fn boot(t: &mut Table) {
             &boot_time,
         );
         for other in ["qemu", "ch"] {
-            let r = pairs(other, form, &boot_time);
+            let r = round_ratios(n, other, form, &boot_time);
             if !r.is_empty() {
                 t.note(format!(
                     "(boot: launch -> init, {name}, vfvm/{other} round by round: {r:?}, median {:.2})",
@@ -631,6 +618,24 @@ fn boot_runs(host: &mut String, round: &str, cmdline: &str, ch: bool) {
             let _ = writeln!(host, "vmm ch_{form}{round} ch_vm {args}");
         }
     }
+}
+
+/// The samples of figure `f` for `vmm` over `n` rounds whose runs are
+/// labelled `{vmm}_{tag}{round}`.
+fn round_samples(n: usize, vmm: &str, tag: &str, f: &dyn Fn(&str) -> Option<f64>) -> Vec<f64> {
+    (1..=n)
+        .filter_map(|i| f(&format!("{vmm}_{tag}{i}")))
+        .collect()
+}
+
+/// vfvm's figure `f` over `other`'s of the same round, round by round
+/// (runs labelled as for [`round_samples`]), to two decimals: neighbours in
+/// time share the machine's load.
+fn round_ratios(n: usize, other: &str, tag: &str, f: &dyn Fn(&str) -> Option<f64>) -> Vec<f64> {
+    (1..=n)
+        .filter_map(|i| Some(f(&format!("vfvm_{tag}{i}"))? / f(&format!("{other}_{tag}{i}"))?))
+        .map(|r| (r * 100.0).round() / 100.0)
+        .collect()
 }
 
 /// Guest-side: the kvm-clock reading at which the guest kernel started its
@@ -1238,11 +1243,7 @@ vmm qemu qemu_vm /guest/vmlinuz /tmp/g.img "{GUEST_CMDLINE} bench_port=5002" -de
     }
     let three = |f: &dyn Fn(&str) -> Option<f64>| [f("vfvm"), f("qemu"), f("ch")];
     let ping1 = |label: &str| num(&run, &format!("b.{label}.ping1"));
-    let samples = |vmm: &str| -> Vec<f64> {
-        (1..=n)
-            .filter_map(|i| ping1(&format!("{vmm}_r{i}")))
-            .collect()
-    };
+    let samples = |vmm: &str| round_samples(n, vmm, "r", &ping1);
     t.figure3(
         "vf",
         &format!("launch -> first ping over the VF, median of {n} (s)"),
@@ -1255,10 +1256,7 @@ vmm qemu qemu_vm /guest/vmlinuz /tmp/g.img "{GUEST_CMDLINE} bench_port=5002" -de
         ));
     }
     for other in ["qemu", "ch"] {
-        let r: Vec<f64> = (1..=n)
-            .filter_map(|i| Some(ping1(&format!("vfvm_r{i}"))? / ping1(&format!("{other}_r{i}"))?))
-            .map(|r| (r * 100.0).round() / 100.0)
-            .collect();
+        let r = round_ratios(n, other, "r", &ping1);
         if !r.is_empty() {
             t.note(format!(
                 "(vf: launch -> first ping, vfvm/{other} round by round: {r:?}, median {:.2})",
