@@ -356,7 +356,7 @@ fn default_threads(size: u64, cpus: usize) -> usize {
 }
 
 /// CPUs this process may run on (its affinity mask).
-fn usable_cpus() -> usize {
+pub fn usable_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

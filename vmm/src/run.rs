@@ -425,12 +425,11 @@ fn load_guest(
         .collect()
 }
 
-/// Reads the kernel (decompressing a bzImage's payload into `mem`) and
-/// loads it, the initrd and the zero page, which points at the RSDP that
-/// the ACPI tables put at [`layout::ACPI_START`] later.
-/// A bzImage is decompressed by vfvm if a CPU is left beside the
-/// `reservation`'s threads (the decoder then hides behind them), else by
-/// the guest, once RAM is reserved.
+/// Reads the kernel and loads it, the initrd and the zero page, which
+/// points at the RSDP that the ACPI tables put at [`layout::ACPI_START`]
+/// later. A bzImage's payload is decompressed into `mem` by vfvm if a CPU
+/// is left beside the `reservation`'s threads (the decoder then hides
+/// behind them), else by the guest, once RAM is reserved.
 fn load_kernel(
     cfg: &VmConfig,
     mem: &vm_memory::GuestMemoryMmap,

@@ -303,12 +303,10 @@ fn check_slot(s: &PciSlotConfig, cfg: &VmConfig, host: &Host) -> Result<CheckedS
         DeviceConfig::HostBridge => PreparedDevice::HostBridge,
         DeviceConfig::Lpc => PreparedDevice::Lpc,
         DeviceConfig::VirtioBlk(b) => {
-            let opened =
-                Block::new(block_config(b, cfg.cpus.cpus, host_cpus())).map_err(|source| {
-                    Error::Block {
-                        arg: arg.clone(),
-                        source,
-                    }
+            let opened = Block::new(block_config(b, cfg.cpus.cpus, memory::usable_cpus()))
+                .map_err(|source| Error::Block {
+                    arg: arg.clone(),
+                    source,
                 })?;
             PreparedDevice::Disk(Box::new(opened))
         }
@@ -350,11 +348,6 @@ fn check_slot(s: &PciSlotConfig, cfg: &VmConfig, host: &Host) -> Result<CheckedS
         },
         plan,
     })
-}
-
-/// CPUs this process may run on (its affinity mask).
-fn host_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A disk's I/O threads when the user gave no `iothreads=`: one per queue
@@ -602,7 +595,7 @@ pub fn open_passthru(slots: &mut [PreparedSlot], vm: &VmFd) -> Result<(), Error>
         path: &'a std::path::Path,
         opened: &'a mut Option<(Arc<VfioContainer>, VfioDevice)>,
     }
-    let mut todo: Vec<ToOpen> = slots
+    let todo: Vec<ToOpen> = slots
         .iter_mut()
         .filter_map(|s| match &mut s.device {
             PreparedDevice::Passthru {
@@ -632,7 +625,7 @@ pub fn open_passthru(slots: &mut [PreparedSlot], vm: &VmFd) -> Result<(), Error>
         // Setup threads, joined before any guest code runs: they run
         // without a seccomp filter (see `crate::sandbox`).
         let handles: Vec<_> = todo
-            .drain(..)
+            .into_iter()
             .map(|mut item| {
                 let open = &open;
                 std::thread::Builder::new()
