@@ -447,11 +447,12 @@ fn check_memlock(needed: u64, why: &'static str, limit: u64) -> Result<(), Error
 
 /// Allocates and populates the guest RAM `ranges` (and locks them unless
 /// VFIO will pin them) with `how.threads` threads, while the calling thread
-/// runs `alongside` on the guest memory being populated: loading the kernel overlaps the reservation
-/// instead of following it (decompressing a bzImage takes about as long as
-/// populating a small guest). Its writes fault in the pages they touch, as
-/// the threads would: every page is still populated (and locked) when this
-/// returns, which is after both are done. Returns what `alongside` did.
+/// runs `alongside` on the guest memory being populated, so that what
+/// would follow the reservation overlaps it (`vfvm run` opens its
+/// passthrough devices and loads the kernel there). Its writes fault in
+/// the pages they touch, as the threads would: every page is still
+/// populated (and locked) when this returns, which is after both are done.
+/// Returns what `alongside` did.
 pub fn reserve<R>(
     ranges: &[(GuestAddress, u64)],
     how: &Reservation,
