@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 #[allow(dead_code, unused_imports)]
 #[path = "../src/memory.rs"]
 mod memory;
+#[allow(unused_imports)]
+#[path = "../src/setup_threads.rs"]
+mod setup_threads;
 // The path memory.rs names its page sizes by.
 use vmm::config;
 

@@ -24,6 +24,7 @@ mod passthru;
 mod pci;
 mod run;
 mod sandbox;
+mod setup_threads;
 mod slot_devices;
 mod slots;
 mod smbios;

@@ -41,6 +41,7 @@ use vm_memory::{
 };
 
 use crate::config::HugePageSize;
+use crate::setup_threads::join_all;
 
 const CAP_IPC_LOCK: u32 = 14;
 /// Threads by default: one per CPU vfvm may run on, at most this many
@@ -634,8 +635,7 @@ fn populate<R>(
             *last = (*last).max(Instant::now());
             result
         };
-        // Setup threads, joined before any guest code runs: they run
-        // without a seccomp filter (see `crate::sandbox`).
+        // Setup threads (`crate::setup_threads`).
         let handles = (0..threads)
             .map(|i| {
                 std::thread::Builder::new()
@@ -661,20 +661,7 @@ fn populate<R>(
         if let Some(p) = &mut progress {
             p.finish(total, start.elapsed());
         }
-        let mut result = Ok(());
-        for h in handles {
-            let r = match h {
-                Ok(h) => h.join().unwrap_or_else(|_| {
-                    Err(thread_error(io::Error::other(
-                        "a reservation thread panicked",
-                    )))
-                }),
-                Err(e) => Err(thread_error(e)),
-            };
-            if result.is_ok() {
-                result = r;
-            }
-        }
+        let result = join_all(handles, "a reservation thread panicked", thread_error);
         let finished = *finished.lock().unwrap_or_else(|e| e.into_inner());
         let beside = match (beside, alongside) {
             (Some(b), _) => b,

@@ -44,6 +44,7 @@ use crate::irq::{KvmInterrupts, MsiCounts};
 use crate::memory::{self, RamLock};
 use crate::passthru::plan::{self, Guard, GuestPlace, Host, Plan};
 use crate::pci::PciBuilder;
+use crate::setup_threads;
 use crate::vm::DeviceContext;
 
 const LOCK_DIR: &str = "/run/vfvm";
@@ -622,8 +623,7 @@ pub fn open_passthru(slots: &mut [PreparedSlot], vm: &VmFd) -> Result<(), Error>
         Ok(())
     };
     std::thread::scope(|s| {
-        // Setup threads, joined before any guest code runs: they run
-        // without a seccomp filter (see `crate::sandbox`).
+        // Setup threads (`crate::setup_threads`).
         let handles: Vec<_> = todo
             .into_iter()
             .map(|mut item| {
@@ -633,19 +633,7 @@ pub fn open_passthru(slots: &mut [PreparedSlot], vm: &VmFd) -> Result<(), Error>
                     .spawn_scoped(s, move || open(&mut item))
             })
             .collect();
-        let mut result = Ok(());
-        for h in handles {
-            let r = match h {
-                Ok(h) => h
-                    .join()
-                    .unwrap_or_else(|_| Err(Error::OpenThread("it panicked".into()))),
-                Err(e) => Err(Error::OpenThread(e.to_string())),
-            };
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        setup_threads::join_all(handles, "it panicked", |e| Error::OpenThread(e.to_string()))
     })
 }
 
