@@ -40,6 +40,8 @@ const DISK_MIB: u32 = 128;
 /// What the guest streams to the PF over the VF with nc.
 const NC_MIB: u32 = 16;
 const VF_MAC: &str = "aa:88:44:00:02:01";
+/// The VMMs a part compares, vfvm first: the peers are the rest.
+const VMMS: [&str; 3] = ["vfvm", "qemu", "ch"];
 
 /// Host-side helpers shared by the parts (sourced after /lib/testbed.sh).
 const HOST_LIB: &str = r#"
@@ -472,7 +474,6 @@ fn boot(t: &mut Table) {
                 .to_owned(),
         );
     }
-    const VMMS: [&str; 3] = ["vfvm", "qemu", "ch"];
     // The samples of one figure for `vmm` with kernel form `form`.
     let samples =
         |vmm: &str, form: &str, f: &dyn Fn(&str) -> Option<f64>| round_samples(n, vmm, form, f);
@@ -494,15 +495,13 @@ fn boot(t: &mut Table) {
             form,
             &boot_time,
         );
-        for other in ["qemu", "ch"] {
-            let r = round_ratios(n, other, form, &boot_time);
-            if !r.is_empty() {
-                t.note(format!(
-                    "(boot: launch -> init, {name}, vfvm/{other} round by round: {r:?}, median {:.2})",
-                    median(r.clone()).unwrap_or(0.0)
-                ));
-            }
-        }
+        note_round_ratios(
+            t,
+            &format!("boot: launch -> init, {name}"),
+            n,
+            form,
+            &boot_time,
+        );
         row(
             t,
             &format!("launch -> exit (init + 1 s + power-off), {name} (s)"),
@@ -628,14 +627,30 @@ fn round_samples(n: usize, vmm: &str, tag: &str, f: &dyn Fn(&str) -> Option<f64>
         .collect()
 }
 
-/// vfvm's figure `f` over `other`'s of the same round, round by round
-/// (runs labelled as for [`round_samples`]), to two decimals: neighbours in
-/// time share the machine's load.
-fn round_ratios(n: usize, other: &str, tag: &str, f: &dyn Fn(&str) -> Option<f64>) -> Vec<f64> {
-    (1..=n)
-        .filter_map(|i| Some(f(&format!("vfvm_{tag}{i}"))? / f(&format!("{other}_{tag}{i}"))?))
-        .map(|r| (r * 100.0).round() / 100.0)
-        .collect()
+/// Notes vfvm's figure `f` over each peer's of the same round, round by
+/// round (runs labelled as for [`round_samples`]), to two decimals, and
+/// their median, as `({what}, vfvm/PEER round by round: ...)`: neighbours
+/// in time share the machine's load. A peer without such rounds gets no
+/// note.
+fn note_round_ratios(
+    t: &mut Table,
+    what: &str,
+    n: usize,
+    tag: &str,
+    f: &dyn Fn(&str) -> Option<f64>,
+) {
+    for other in &VMMS[1..] {
+        let r: Vec<f64> = (1..=n)
+            .filter_map(|i| Some(f(&format!("vfvm_{tag}{i}"))? / f(&format!("{other}_{tag}{i}"))?))
+            .map(|r| (r * 100.0).round() / 100.0)
+            .collect();
+        if !r.is_empty() {
+            t.note(format!(
+                "({what}, vfvm/{other} round by round: {r:?}, median {:.2})",
+                median(r.clone()).unwrap_or(0.0)
+            ));
+        }
+    }
 }
 
 /// Guest-side: the kvm-clock reading at which the guest kernel started its
@@ -1241,7 +1256,7 @@ vmm qemu qemu_vm /guest/vmlinuz /tmp/g.img "{GUEST_CMDLINE} bench_port=5002" -de
             why(&run, "ch")
         ));
     }
-    let three = |f: &dyn Fn(&str) -> Option<f64>| [f("vfvm"), f("qemu"), f("ch")];
+    let three = |f: &dyn Fn(&str) -> Option<f64>| VMMS.map(f);
     let ping1 = |label: &str| num(&run, &format!("b.{label}.ping1"));
     let samples = |vmm: &str| round_samples(n, vmm, "r", &ping1);
     t.figure3(
@@ -1249,21 +1264,13 @@ vmm qemu qemu_vm /guest/vmlinuz /tmp/g.img "{GUEST_CMDLINE} bench_port=5002" -de
         &format!("launch -> first ping over the VF, median of {n} (s)"),
         three(&|vmm| median(samples(vmm))),
     );
-    for vmm in ["vfvm", "qemu", "ch"] {
+    for vmm in VMMS {
         t.note(format!(
             "(vf: launch -> first ping samples {vmm}: {:?})",
             samples(vmm)
         ));
     }
-    for other in ["qemu", "ch"] {
-        let r = round_ratios(n, other, "r", &ping1);
-        if !r.is_empty() {
-            t.note(format!(
-                "(vf: launch -> first ping, vfvm/{other} round by round: {r:?}, median {:.2})",
-                median(r.clone()).unwrap_or(0.0)
-            ));
-        }
-    }
+    note_round_ratios(t, "vf: launch -> first ping", n, "r", &ping1);
     t.figure3(
         "vf",
         "launch -> first ping, the full runs (s)",
